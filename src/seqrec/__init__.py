@@ -1,0 +1,2 @@
+"""seqrec: sequential recommendation in PyTorch."""
+__version__ = "0.1.0"

@@ -1,0 +1,179 @@
+"""The one batch type, how training examples are cut from the split, and how batches are built.
+
+A training example is a *span*: a contiguous run of one user's training items, stored as (start, length) into the
+flat item array. Batches are right-padded to the longest span in the batch only (bucketing by length keeps that
+short), and position t of a row is the t-th item of its span. Models turn spans into inputs and targets:
+
+* causal (SASRec, GRU4Rec, ...): input = span[:-1], target at position t = span[t + 1]
+  ('prefix' examples supervise only the last position);
+* cloze (BERT4Rec, EMKD): the span itself, with items masked by the model's objective.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from seqrec.data.dataset import Split
+
+
+@dataclass
+class Batch:
+    """A batch of right-padded item sequences (0 = padding).
+
+    items:   [B, T] item ids; row b holds lengths[b] real items followed by padding.
+    lengths: [B] number of real items per row (>= 1).
+    targets: [B, T] item to predict at each position, 0 = no target there (None: the model builds its own).
+    users:   [B] row index of the user in the dataset (None if unknown).
+    """
+    items: torch.Tensor
+    lengths: torch.Tensor
+    targets: torch.Tensor | None = None
+    users: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        return Batch(**{f.name: (None if getattr(self, f.name) is None
+                                 else getattr(self, f.name).to(device, non_blocking=non_blocking))
+                        for f in fields(self)})
+
+    @property
+    def size(self) -> int:
+        return self.items.shape[0]
+
+    @property
+    def padding_mask(self) -> torch.Tensor:
+        """[B, T] True at real items."""
+        return torch.arange(self.items.shape[1], device=self.items.device)[None, :] < self.lengths[:, None]
+
+
+def pad_slices(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, keep_last: int | None = None,
+               width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded matrix of flat[start:start+length] rows, keeping only the last `keep_last` items of each.
+
+    Returns (matrix [B, width or max kept length], kept lengths)."""
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if keep_last is not None:
+        cut = np.minimum(lengths, keep_last)
+        starts = starts + lengths - cut
+        lengths = cut
+    t = int(lengths.max()) if len(lengths) else 0
+    width = t if width is None else width
+    cols = np.arange(width)[None, :]
+    valid = cols < lengths[:, None]
+    idx = np.where(valid, starts[:, None] + cols, 0)
+    out = np.where(valid, flat[idx] if len(flat) else 0, 0)
+    return out.astype(np.int64), lengths
+
+
+@dataclass
+class Examples:
+    """Training spans: (start, length) into the flat item array, and the user each belongs to."""
+    starts: np.ndarray
+    lengths: np.ndarray
+    users: np.ndarray
+    last_target_only: bool = False   # 'prefix' examples: only the last position is supervised
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def build_examples(split: Split, mode: str, span_len: int, step: int = 1, min_len: int = 2) -> Examples:
+    """Cut training spans from every user's training items.
+
+    span_len: longest span (a causal model with max_len inputs needs max_len + 1 items, a cloze model max_len).
+    mode: 'sequence' (last span_len items of each user), 'prefix' (every prefix ending at item t >= 2, cut to its
+          last span_len items; only its last item is a target) or 'windows' (spans of span_len ending at n, n - step,
+          ... >= span_len, plus the first span_len items; a user with n <= span_len gives one span).
+    min_len: spans shorter than this are dropped (2 for causal models: one input and one target).
+    """
+    n = split.train_length.astype(np.int64)
+    s = split.train_start.astype(np.int64)
+    users = np.arange(len(n))
+    if mode == "sequence":
+        length = np.minimum(n, span_len)
+        ex = Examples(s + n - length, length, users)
+    elif mode == "prefix":
+        # prefixes ending at positions 2..n (the end is the target) for each user
+        counts = np.maximum(n - 1, 0)
+        u = np.repeat(users, counts)
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        end = np.arange(counts.sum()) - first + 2            # prefix length including its target
+        length = np.minimum(end, span_len)
+        ex = Examples(s[u] + end - length, length, u, last_target_only=True)
+    elif mode == "windows":
+        long = n > span_len
+        # ends n, n - step, ..., while end >= span_len
+        counts = np.where(long, (n - span_len) // step + 1, 1)
+        u = np.repeat(users, counts)
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        k = np.arange(counts.sum()) - first
+        end = n[u] - k * step
+        length = np.minimum(n[u], span_len)
+        starts = s[u] + end - length
+        # a window from the start when stepping back missed it
+        needs_head = long & ((n - span_len) % step != 0)
+        hu = users[needs_head]
+        starts = np.concatenate([starts, s[hu]])
+        length = np.concatenate([length, np.full(len(hu), span_len)])
+        u = np.concatenate([u, hu])
+        order = np.lexsort((starts, u))
+        ex = Examples(starts[order], length[order], u[order])
+    else:
+        raise ValueError(f"unknown example mode {mode!r}; valid: sequence, prefix, windows")
+    keep = ex.lengths >= min_len
+    return Examples(ex.starts[keep], ex.lengths[keep], ex.users[keep], ex.last_target_only)
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, bucket: bool = True,
+                  bucket_factor: int = 50, rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
+    """Index arrays of the batches of one epoch: a seeded shuffle, then (bucketing) each pool of
+    batch_size * bucket_factor examples sorted by length and cut into batches, batch order shuffled.
+    Deterministic in (seed, epoch); under DDP every rank gets every world_size-th batch (equal counts)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    if bucket:
+        pool = batch_size * bucket_factor
+        chunks = []
+        for i in range(0, len(order), pool):
+            part = order[i:i + pool]
+            chunks.append(part[np.argsort(lengths[part], kind="stable")])
+        order = np.concatenate(chunks) if chunks else order
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if bucket:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    if world_size > 1:
+        usable = len(batches) - len(batches) % world_size
+        batches = batches[rank:usable:world_size]
+    return batches
+
+
+def causal_batch(flat: np.ndarray, ex: Examples, idx: np.ndarray) -> Batch:
+    """Spans -> (input = span[:-1], targets = span[1:]); 'prefix' examples keep only the last target."""
+    span, length = pad_slices(flat, ex.starts[idx], ex.lengths[idx])
+    items = span[:, :-1].copy()
+    targets = span[:, 1:].copy()
+    in_len = length - 1
+    rows = np.arange(len(idx))
+    items[np.arange(items.shape[1])[None, :] >= in_len[:, None]] = 0   # the span's last item is only a target
+    if ex.last_target_only:
+        keep = np.zeros_like(targets, dtype=bool)
+        keep[rows, in_len - 1] = True
+        targets = np.where(keep, targets, 0)
+    return Batch(torch.from_numpy(items), torch.from_numpy(in_len), torch.from_numpy(targets),
+                 torch.from_numpy(ex.users[idx]))
+
+
+def span_batch(flat: np.ndarray, ex: Examples, idx: np.ndarray) -> Batch:
+    """Spans as they are (cloze models mask them themselves); no targets."""
+    span, length = pad_slices(flat, ex.starts[idx], ex.lengths[idx])
+    return Batch(torch.from_numpy(span), torch.from_numpy(length), None, torch.from_numpy(ex.users[idx]))
+
+
+def history_batch(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, max_len: int,
+                  users: np.ndarray | None = None) -> Batch:
+    """Evaluation/serving input: the last max_len items of each history, right-padded."""
+    hist, kept = pad_slices(flat, starts, lengths, keep_last=max_len)
+    return Batch(torch.from_numpy(hist), torch.from_numpy(kept), None,
+                 None if users is None else torch.from_numpy(np.asarray(users, dtype=np.int64)))

@@ -1,0 +1,20 @@
+"""The cloze (masked item) rule of BERT4Rec, vectorised over a batch."""
+from __future__ import annotations
+
+import torch
+
+
+def cloze_mask(items: torch.Tensor, lengths: torch.Tensor, p: float, mask_token: int, n_items: int,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose each real item with probability p; a chosen item becomes [MASK] (80%), a random item in 1..n_items
+    (10%) or stays (10%). Returns (masked items, labels) with labels = original item at chosen positions, else 0."""
+    real = items != 0
+    u = torch.rand(items.shape, device=items.device, generator=generator)
+    chosen = (u < p) & real
+    # reuse u / p, uniform in [0, 1) among chosen positions, to pick the replacement kind
+    r = u / p
+    masked = torch.where(chosen & (r < 0.8), torch.full_like(items, mask_token), items)
+    rand_items = torch.randint(1, n_items + 1, items.shape, device=items.device, generator=generator)
+    masked = torch.where(chosen & (r >= 0.8) & (r < 0.9), rand_items, masked)
+    labels = torch.where(chosen, items, torch.zeros_like(items))
+    return masked, labels

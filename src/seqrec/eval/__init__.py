@@ -1,0 +1,5 @@
+"""Full-ranking evaluation."""
+from seqrec.eval.evaluator import evaluate, exclude_items, target_ranks
+from seqrec.eval.metrics import metrics_from_ranks
+
+__all__ = ["evaluate", "exclude_items", "target_ranks", "metrics_from_ranks"]

@@ -1,0 +1,47 @@
+"""Loss functions shared by the models. Each has a naive reference in tests/."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def cross_entropy_at_targets(hidden: torch.Tensor, targets: torch.Tensor,
+                             logits_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Full-softmax cross entropy over items 1..n at the positions that have a target (targets > 0).
+
+    hidden [B, T, d], targets [B, T] (0 = no target). Item logits are computed only at those positions:
+    `logits_fn(h [K, d]) -> [K, n_items + 1]` (column 0, padding, is left out of the softmax).
+    Returns the mean over target positions (0 if there are none)."""
+    sel = targets > 0
+    if not bool(sel.any()):
+        return hidden.sum() * 0.0
+    logits = logits_fn(hidden[sel])
+    return F.cross_entropy(logits[:, 1:].float(), targets[sel] - 1)
+
+
+def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float = 1.0,
+             similarity: str = "dot") -> torch.Tensor:
+    """NT-Xent over 2B views (SimCLR / CL4SRec): views a_i and p_i are a positive pair; the other 2B - 2 views
+    are negatives. similarity: 'dot' or 'cosine'. Mean over the 2B anchors."""
+    z = torch.cat([anchor, positive], dim=0)
+    if similarity == "cosine":
+        z = F.normalize(z, dim=-1)
+    elif similarity != "dot":
+        raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
+    b = anchor.shape[0]
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """1/2 [KL(sg(p_b) || p_a) + KL(sg(p_a) || p_b)] with p = softmax(z / T), summed over classes, mean over rows.
+    Mutual distillation: each side learns from a detached copy of the other (no T^2 factor)."""
+    la = F.log_softmax(logits_a.float() / temperature, dim=-1)
+    lb = F.log_softmax(logits_b.float() / temperature, dim=-1)
+    kl_ab = F.kl_div(la, lb.detach(), log_target=True, reduction="batchmean")   # KL(p_b || p_a)
+    kl_ba = F.kl_div(lb, la.detach(), log_target=True, reduction="batchmean")   # KL(p_a || p_b)
+    return 0.5 * (kl_ab + kl_ba)

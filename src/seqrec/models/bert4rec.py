@@ -1,0 +1,85 @@
+"""BERT4Rec (Sun et al., 2019) as in BERT4Rec-VAE-Pytorch / EMKD: a bidirectional pre-LN transformer trained with
+the cloze task (masked items predicted from both sides); inference appends a [MASK] after the history."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from seqrec.data.masking import cloze_mask
+from seqrec.losses import cross_entropy_at_targets
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, init_normal, last_position
+from seqrec.nn import SequenceEmbedding, TransformerEncoder
+
+
+@dataclass
+class BERT4RecConfig(ModelConfig):
+    name: str = "bert4rec"
+    max_len: int = 50
+    """Window length including the trailing [MASK] at inference."""
+    d: int = 64
+    layers: int = 2
+    heads: int = 2
+    inner: int = 256
+    dropout: float = 0.2
+    attn_dropout: float = 0.2
+    mask_prob: float = 0.15
+    """Probability that an item is chosen for prediction (then 80% [MASK], 10% random item, 10% unchanged)."""
+    tied: bool = False
+    """Score with the input embedding (True) or with a separate Linear(d, n_items + 1) output layer (False)."""
+    init_std: float = 0.02
+
+    def validate(self) -> None:
+        super().validate()
+        from seqrec.config import check_range
+        check_range("model.mask_prob", self.mask_prob, lo=0, hi=1, lo_open=True)
+        check_range("model.max_len", self.max_len, lo=2)
+
+
+class BERT4Rec(SeqRecModel):
+    name = "bert4rec"
+    Config = BERT4RecConfig
+    objective = "cloze"
+
+    def __init__(self, cfg: BERT4RecConfig, info: DatasetInfo):
+        super().__init__(cfg, info)
+        self.mask_token = info.n_items + 1
+        # positions counted from the end, like the official left-padded windows: [MASK] is always at max_len - 1
+        self.embed = SequenceEmbedding(info.n_items + 2, cfg.max_len, cfg.d, cfg.dropout, layer_norm=False,
+                                       positions_from_end=True)
+        self.encoder = TransformerEncoder(cfg.layers, cfg.d, cfg.heads, cfg.inner, cfg.dropout, cfg.attn_dropout,
+                                          causal=False, norm_first=True, ln_eps=1e-6)
+        self.out = None if cfg.tied else nn.Linear(cfg.d, info.n_items + 1)
+        init_normal(self, cfg.init_std)
+
+    def encode(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.embed(items, lengths), items != 0)
+
+    def item_logits(self, h: torch.Tensor) -> torch.Tensor:
+        if self.out is None:
+            return h @ self.embed.item.weight[: self.n_items + 1].T
+        return self.out(h)
+
+    def loss(self, batch) -> dict[str, torch.Tensor]:
+        items, labels = cloze_mask(batch.items, batch.lengths, self.cfg.mask_prob, self.mask_token, self.n_items)
+        h = self.encode(items, batch.lengths)
+        ce = cross_entropy_at_targets(h, labels, self.item_logits)
+        return {"loss": ce, "ce": ce.detach()}
+
+    @property
+    def history_len(self) -> int:
+        return self.cfg.max_len - 1
+
+    def with_mask_token(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The history (right-padded, at most max_len - 1 items) followed by [MASK]."""
+        if batch.items.shape[1] > self.history_len:
+            raise ValueError(f"history width {batch.items.shape[1]} exceeds {self.history_len}")
+        items = torch.nn.functional.pad(batch.items, (0, 1))
+        items[torch.arange(items.shape[0], device=items.device), batch.lengths] = self.mask_token
+        return items, batch.lengths + 1
+
+    def score(self, batch) -> torch.Tensor:
+        items, lengths = self.with_mask_token(batch)
+        h = last_position(self.encode(items, lengths), lengths)
+        return self.mask_padding_column(self.item_logits(h))

@@ -1,0 +1,56 @@
+"""GRU4Rec (Hidasi et al., 2016) as in RecBole: item embedding -> dropout -> GRU -> Linear to d, full-softmax
+cross entropy with the tied item embedding."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from seqrec.losses import cross_entropy_at_targets
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, last_position
+
+
+@dataclass
+class GRU4RecConfig(ModelConfig):
+    name: str = "gru4rec"
+    max_len: int = 50
+    d: int = 64
+    """Item embedding size."""
+    hidden: int = 128
+    """GRU hidden size."""
+    layers: int = 1
+    dropout: float = 0.3
+    """Dropout on the item embeddings."""
+
+
+class GRU4Rec(SeqRecModel):
+    name = "gru4rec"
+    Config = GRU4RecConfig
+    objective = "causal"
+
+    def __init__(self, cfg: GRU4RecConfig, info: DatasetInfo):
+        super().__init__(cfg, info)
+        self.item = nn.Embedding(info.n_items + 1, cfg.d, padding_idx=0)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.gru = nn.GRU(cfg.d, cfg.hidden, cfg.layers, batch_first=True, bias=False)
+        self.proj = nn.Linear(cfg.hidden, cfg.d)
+        nn.init.xavier_normal_(self.item.weight)
+        for w in self.gru.parameters():
+            nn.init.xavier_uniform_(w)
+
+    def encode(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # right padding: a GRU reading left to right reaches each real position before any padding
+        h, _ = self.gru(self.dropout(self.item(items)))
+        return self.proj(h)
+
+    def item_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.item.weight.T
+
+    def loss(self, batch) -> dict[str, torch.Tensor]:
+        ce = cross_entropy_at_targets(self.encode(batch.items, batch.lengths), batch.targets, self.item_logits)
+        return {"loss": ce, "ce": ce.detach()}
+
+    def score(self, batch) -> torch.Tensor:
+        h = last_position(self.encode(batch.items, batch.lengths), batch.lengths)
+        return self.mask_padding_column(self.item_logits(h))

@@ -1,0 +1,72 @@
+"""SASRec (Kang & McAuley, 2018) as in RecBole / MCLRec: a causal transformer over the item sequence, full-softmax
+cross entropy, scores = h . E^T with the input item embedding (tied)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from seqrec.config import check_choice
+from seqrec.losses import cross_entropy_at_targets
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, init_normal, last_position
+from seqrec.nn import SequenceEmbedding, TransformerEncoder
+
+
+@dataclass
+class SASRecConfig(ModelConfig):
+    name: str = "sasrec"
+    max_len: int = 50
+    d: int = 64
+    """Hidden size."""
+    layers: int = 2
+    """Transformer blocks."""
+    heads: int = 2
+    """Attention heads."""
+    inner: int = 256
+    """Feed-forward width."""
+    dropout: float = 0.5
+    """Dropout on embeddings, residual branches and the feed-forward."""
+    attn_dropout: float = 0.5
+    """Dropout on attention probabilities."""
+    activation: str = "gelu"
+    """gelu | relu."""
+    norm_first: bool = False
+    """Pre-LN blocks (True) or post-LN as in RecBole/MCLRec (False)."""
+    init_std: float = 0.02
+    """Std of the normal init of Linear and Embedding weights."""
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("model.activation", self.activation, ("gelu", "relu"))
+
+
+class SASRec(SeqRecModel):
+    name = "sasrec"
+    Config = SASRecConfig
+    objective = "causal"
+
+    def __init__(self, cfg: SASRecConfig, info: DatasetInfo):
+        super().__init__(cfg, info)
+        self.embed = SequenceEmbedding(info.n_items + 1, cfg.max_len, cfg.d, cfg.dropout, layer_norm=True)
+        self.encoder = TransformerEncoder(cfg.layers, cfg.d, cfg.heads, cfg.inner, cfg.dropout, cfg.attn_dropout,
+                                          causal=True, activation=cfg.activation, norm_first=cfg.norm_first)
+        init_normal(self, cfg.init_std)
+
+    def encode(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B, T, d] hidden state at every position."""
+        return self.encoder(self.embed(items, lengths), items != 0)
+
+    def item_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.embed.item.weight.T
+
+    def loss(self, batch) -> dict[str, torch.Tensor]:
+        h = self.encode(batch.items, batch.lengths)
+        ce = cross_entropy_at_targets(h, batch.targets, self.item_logits)
+        return {"loss": ce, "ce": ce.detach()}
+
+    def represent(self, batch) -> torch.Tensor:
+        """[B, d] sequence representation: the output at the last real item."""
+        return last_position(self.encode(batch.items, batch.lengths), batch.lengths)
+
+    def score(self, batch) -> torch.Tensor:
+        return self.mask_padding_column(self.item_logits(self.represent(batch)))

@@ -1,0 +1,70 @@
+"""Transformer block and encoder, post-LN (SASRec/RecBole) or pre-LN (BERT4Rec/EMKD) as a switch."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqrec.nn.attention import MultiHeadAttention, attention_mask
+
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d: int, inner: int, dropout: float, activation: str = "gelu"):
+        super().__init__()
+        self.fc1 = nn.Linear(d, inner)
+        self.act = ACTIVATIONS[activation]()
+        self.fc2 = nn.Linear(inner, d)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(self.act(self.fc1(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention + feed-forward with residuals.
+
+    norm_first=False (post-LN): x = LN(x + drop(attn(x))); x = LN(x + drop(ffn(x)))
+    norm_first=True  (pre-LN):  x = x + drop(attn(LN(x))); x = x + drop(ffn(LN(x)))
+    `query` (optional) replaces x as the attention query (keys and values stay x); its residual is the query.
+    """
+
+    def __init__(self, d: int, heads: int, inner: int, dropout: float, attn_dropout: float,
+                 activation: str = "gelu", norm_first: bool = False, ln_eps: float = 1e-12):
+        super().__init__()
+        self.attn = MultiHeadAttention(d, heads, attn_dropout)
+        self.ffn = FeedForward(d, inner, dropout, activation)
+        self.norm1 = nn.LayerNorm(d, eps=ln_eps)
+        self.norm2 = nn.LayerNorm(d, eps=ln_eps)
+        self.drop1 = nn.Dropout(dropout)
+        self.drop2 = nn.Dropout(dropout)
+        self.norm_first = norm_first
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
+        q = x if query is None else query
+        if self.norm_first:
+            qn = self.norm1(q)
+            kv = qn if query is None else self.norm1(x)
+            h = q + self.drop1(self.attn(qn, kv, mask))
+            return h + self.drop2(self.ffn(self.norm2(h)))
+        h = self.norm1(q + self.drop1(self.attn(q, x, mask)))
+        return self.norm2(h + self.drop2(self.ffn(h)))
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of TransformerBlocks over right-padded sequences; padding outputs are zeroed."""
+
+    def __init__(self, n_layers: int, d: int, heads: int, inner: int, dropout: float, attn_dropout: float,
+                 causal: bool, activation: str = "gelu", norm_first: bool = False, ln_eps: float = 1e-12):
+        super().__init__()
+        self.blocks = nn.ModuleList(TransformerBlock(d, heads, inner, dropout, attn_dropout, activation,
+                                                     norm_first, ln_eps) for _ in range(n_layers))
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """x [B, T, d], padding [B, T] True at real items."""
+        mask = attention_mask(padding, self.causal)
+        keep = padding.unsqueeze(-1).to(x.dtype)
+        for block in self.blocks:
+            x = block(x, mask) * keep
+        return x
