@@ -1,0 +1,198 @@
+"""Command line: `seqrec train | evaluate | recommend | data stats | data check | results`.
+
+Thin: parses arguments, builds the config, calls the library. User errors (SeqrecError) print one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from seqrec.errors import SeqrecError
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model (default: SASRec on the embedded synthetic dataset)",
+                       description="Train, keep the best-validation checkpoint, test it and write result.json.")
+    p.add_argument("--config", "-c", help="YAML config (sections data, model, train, eval)")
+    p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=0.002 (repeatable)")
+    p.add_argument("--out", "-o", help="output folder (default runs/<model>_<dataset>_<time>)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.pt")
+    p.add_argument("--no-baseline", action="store_true", help="do not print the popularity baseline")
+
+
+def cmd_train(args) -> int:
+    from seqrec.config import load_config
+    from seqrec.train import Trainer
+    cfg = load_config(args.config, args.overrides)
+    out = args.out
+    if out is None:
+        out = f"runs/{cfg.model.name}_{Path(cfg.data.dataset).stem}_{time.strftime('%Y%m%d-%H%M%S')}"
+    command = "seqrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    trainer = Trainer(cfg, out, quiet=args.quiet, resume=args.resume, command=command)
+    result = trainer.fit()
+    if trainer.dist.is_main:
+        if not args.quiet and not args.no_baseline:
+            from seqrec.eval.baselines import Popularity
+            from seqrec.eval.evaluator import evaluate
+            pop = evaluate(Popularity(trainer.split, trainer.model.history_len), trainer.split, "test",
+                           cfg.eval.exclude, cfg.eval.ks, cfg.eval.batch_size)
+            print(f"popularity baseline, test: " + " ".join(f"{k} {v:.4f}" for k, v in pop["metrics"].items()),
+                  file=sys.stderr)
+        _print_metrics(result)
+        print(f"wrote {out}/result.json, {out}/metrics.jsonl, {out}/best.pt")
+    return 0
+
+
+def _print_metrics(result: dict) -> None:
+    m = result["metrics"]
+    keys = list(m["test"])
+    print(f"{result['method']} on {result['dataset']} (exclude={result['protocol']['exclude']}, "
+          f"best epoch {result['best_epoch']}/{result['epochs_run']}, {result['wall_time_s']:.0f}s)")
+    print("split  " + " ".join(f"{k:>8}" for k in keys))
+    for split in ("valid", "test"):
+        if split in m:
+            print(f"{split:<6} " + " ".join(f"{m[split][k]:>8.4f}" for k in keys))
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint with full ranking")
+    p.add_argument("checkpoint")
+    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--exclude", choices=("none", "window", "history"), default=None,
+                   help="items removed from the ranking (default: the checkpoint's config)")
+    p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the stored config's data/eval keys, e.g. --set data.path=/data/Beauty.txt")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def cmd_evaluate(args) -> int:
+    from seqrec.config import apply_overrides, config_from_dict
+    from seqrec.data.dataset import leave_one_out
+    from seqrec.data.loading import load_dataset
+    from seqrec.eval.evaluator import evaluate
+    from seqrec.train.checkpoint import model_from_checkpoint
+    model, cfg, ckpt = model_from_checkpoint(args.checkpoint)
+    if args.overrides:
+        cfg = config_from_dict(apply_overrides(cfg.to_dict(), args.overrides))
+    data = load_dataset(cfg.data)
+    if data.n_items > model.n_items:
+        raise SeqrecError(f"{args.checkpoint}: the model knows items 1..{model.n_items} but the data has "
+                          f"{data.n_items}; evaluate on the dataset it was trained on")
+    split = leave_one_out(data, cfg.data.short_users)
+    exclude = args.exclude or cfg.eval.exclude
+    res = evaluate(model, split, args.split, exclude, cfg.eval.ks, cfg.eval.batch_size)
+    if args.json:
+        print(json.dumps({"split": args.split, "exclude": exclude, "users": res["users"], "metrics": res["metrics"]}))
+    else:
+        print(f"{cfg.model.name} on {data.name}, {args.split}, exclude={exclude}, {res['users']} users, "
+              f"{res['seconds']:.1f}s")
+        for k, v in res["metrics"].items():
+            print(f"  {k:<8} {v:.4f}")
+    return 0
+
+
+def _add_recommend(sub) -> None:
+    p = sub.add_parser("recommend", help="top-k items for a history")
+    p.add_argument("checkpoint")
+    p.add_argument("--history", required=True, help='item ids, oldest first, e.g. "12 7 93"')
+    p.add_argument("-k", type=int, default=10, help="number of items")
+    p.add_argument("--exclude-history", action="store_true", help="do not recommend items of the history")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_recommend(args) -> int:
+    from seqrec.serve import Recommender
+    tokens = args.history.replace(",", " ").split()
+    try:
+        history = [int(t) for t in tokens]
+    except ValueError:
+        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
+        raise SeqrecError(f"--history: {bad!r} is not an integer item id") from None
+    rec = Recommender.from_checkpoint(args.checkpoint)
+    top = rec.recommend(history, args.k, args.exclude_history)
+    if args.json:
+        print(json.dumps([{"item": i, "score": s} for i, s in top]))
+    else:
+        for rank, (i, s) in enumerate(top, 1):
+            print(f"{rank:>3}  item {i:<8} score {s:.4f}")
+    return 0
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="inspect a dataset")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    for name, help_ in (("stats", "users, items, interactions, lengths, repeats"),
+                        ("check", "validate a file and report problems")):
+        q = dsub.add_parser(name, help=help_)
+        q.add_argument("path", help="a data file, or a known dataset name (Beauty, ...) or 'synthetic'")
+        q.add_argument("--format", default="auto", help="auto | s3rec | inter | csv | tsv | parquet")
+        q.add_argument("--json", action="store_true")
+
+
+def cmd_data(args) -> int:
+    from seqrec.config import DataConfig
+    from seqrec.data.loading import load_dataset
+    from seqrec.data.stats import check_dataset, dataset_stats, format_stats
+    if args.data_cmd == "stats":
+        dc = DataConfig(dataset=args.path, format=args.format)
+        dc.validate()
+        stats = dataset_stats(load_dataset(dc))
+        print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+        return 0
+    problems = check_dataset(args.path, fmt=args.format)
+    if args.json:
+        print(json.dumps(problems, indent=2))
+    else:
+        for p in problems:
+            print(p)
+    return 0
+
+
+def _add_results(sub) -> None:
+    p = sub.add_parser("results", help="regenerate RESULTS.md from benchmarks/results/*.json")
+    p.add_argument("--results", default="benchmarks/results", help="folder of result files")
+    p.add_argument("--out", default="RESULTS.md")
+
+
+def cmd_results(args) -> int:
+    from seqrec.results import write_results_md
+    n = write_results_md(args.results, args.out)
+    print(f"wrote {args.out} from {n} result files")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend, "data": cmd_data,
+            "results": cmd_results}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqrec", description="Sequential recommendation: train, evaluate, serve.")
+    sub = parser.add_subparsers(dest="command")
+    for add in (_add_train, _add_evaluate, _add_recommend, _add_data, _add_results):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:            # `seqrec` alone: the main job
+        args = parser.parse_args(["train", *(argv or [])])
+    try:
+        return COMMANDS[args.command](args)
+    except SeqrecError as e:
+        print(f"seqrec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seqrec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

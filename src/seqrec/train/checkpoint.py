@@ -1,0 +1,54 @@
+"""Checkpoints: plain data only (state dicts, tensors, numbers, the config as a dict), loadable with
+torch.load(weights_only=True), written atomically."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqrec.config import config_from_dict
+from seqrec.data.dataset import ItemAttributes
+from seqrec.errors import SeqrecError
+from seqrec.models import DatasetInfo, build_model
+from seqrec.utils import atomic_torch_save
+
+
+def info_to_plain(info: DatasetInfo, dataset_name: str) -> dict:
+    a = info.attributes
+    return {"n_items": info.n_items, "name": dataset_name,
+            "attributes": None if a is None else {"offsets": torch.from_numpy(a.offsets), "ids": torch.from_numpy(a.ids),
+                                                  "n_attributes": a.n_attributes}}
+
+
+def info_from_plain(d: dict) -> DatasetInfo:
+    a = d.get("attributes")
+    attrs = None if a is None else ItemAttributes(np.asarray(a["offsets"]), np.asarray(a["ids"]), int(a["n_attributes"]))
+    return DatasetInfo(int(d["n_items"]), attrs)
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SeqrecError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        raise SeqrecError(f"{path}: not a readable seqrec checkpoint ({type(e).__name__}: {e})") from None
+
+
+def model_from_checkpoint(path: str | Path):
+    """(model in eval mode, config, checkpoint dict) from a checkpoint written by the trainer."""
+    ckpt = load_checkpoint(path)
+    for key in ("model", "config", "dataset"):
+        if key not in ckpt:
+            raise SeqrecError(f"{path}: not a seqrec checkpoint (missing {key!r})")
+    cfg = config_from_dict(ckpt["config"], source=f"{path} (config)")
+    model = build_model(cfg.model, info_from_plain(ckpt["dataset"]))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, cfg, ckpt
