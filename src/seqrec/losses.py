@@ -45,3 +45,26 @@ def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: fl
     kl_ab = F.kl_div(la, lb.detach(), log_target=True, reduction="batchmean")   # KL(p_b || p_a)
     kl_ba = F.kl_div(lb, la.detach(), log_target=True, reduction="batchmean")   # KL(p_a || p_b)
     return 0.5 * (kl_ab + kl_ba)
+
+
+def multi_positive_info_nce(anchor: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
+                            temperature: float = 1.0, self_negative: str = "remove") -> torch.Tensor:
+    """Contrastive loss with several positives per anchor (EMKD's ICL / CCL), cosine similarity.
+
+    anchor [B, D], positives [P, B, D] (positives[:, i] belong to anchor i), negatives [B, D] (row j != i is a
+    negative of anchor i). Per anchor: -logsumexp_p(sim(a_i, pos_p,i) / T) + logsumexp_j(sim(a_i, neg_j) / T).
+    self_negative: 'remove' leaves j = i out of the negatives; 'zero' keeps it with its similarity set to 0
+    (the official EMKD code, which adds exp(0) to the denominator). Mean over anchors."""
+    a = F.normalize(anchor.float(), dim=-1)
+    pos = F.normalize(positives.float(), dim=-1)
+    neg = F.normalize(negatives.float(), dim=-1)
+    pos_term = torch.logsumexp((pos * a[None]).sum(-1) / temperature, dim=0)             # [B]
+    sim = a @ neg.T / temperature                                                       # [B, B]
+    eye = torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
+    if self_negative == "remove":
+        sim = sim.masked_fill(eye, float("-inf"))
+    elif self_negative == "zero":
+        sim = sim.masked_fill(eye, 0.0)
+    else:
+        raise ValueError(f"self_negative must be 'remove' or 'zero', got {self_negative!r}")
+    return (torch.logsumexp(sim, dim=1) - pos_term).mean()
