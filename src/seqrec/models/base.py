@@ -71,6 +71,11 @@ class SeqRecModel(nn.Module):
         """Longest training span: max_len inputs + 1 target for causal models, max_len for cloze models."""
         return self.cfg.max_len + 1 if self.objective == "causal" else self.cfg.max_len
 
+    def prepare(self, split) -> None:
+        """Called by the trainer right after the model is built (and moved to its device), with the training
+        Split: models that need statistics of the training data (MQSA-TED's transition matrix) build them here.
+        Default: nothing. Scoring must not depend on it (a model loaded from a checkpoint is not prepared)."""
+
     def forward(self, batch) -> dict[str, torch.Tensor]:
         # forward() is the loss so that DistributedDataParallel's hooks see the training computation
         return self.loss(batch)

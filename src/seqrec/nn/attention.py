@@ -21,7 +21,7 @@ def attention_mask(key_padding: torch.Tensor, causal: bool) -> torch.Tensor:
 class MultiHeadAttention(nn.Module):
     """Scaled dot-product attention over `heads` heads with separate query / key-value inputs."""
 
-    def __init__(self, d: int, heads: int, attn_dropout: float, bias: bool = True):
+    def __init__(self, d: int, heads: int, attn_dropout: float, bias: bool = True, out_proj: bool = True):
         super().__init__()
         if d % heads:
             raise ValueError(f"hidden size {d} is not divisible by heads {heads}")
@@ -29,7 +29,8 @@ class MultiHeadAttention(nn.Module):
         self.q = nn.Linear(d, d, bias=bias)
         self.k = nn.Linear(d, d, bias=bias)
         self.v = nn.Linear(d, d, bias=bias)
-        self.out = nn.Linear(d, d, bias=bias)
+        # out_proj=False: no output projection (the TensorFlow SASRec / MQSA-TED attention returns A V directly)
+        self.out = nn.Linear(d, d, bias=bias) if out_proj else nn.Identity()
         self.attn_dropout = attn_dropout
 
     def forward(self, query: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -80,6 +80,7 @@ class Trainer:
         self.split = leave_one_out(data, cfg.data.short_users)
         self.info = DatasetInfo(data.n_items, data.attributes)
         self.model = build_model(cfg.model, self.info).to(self.device)
+        self.model.prepare(self.split)          # training-data statistics some models need (no-op by default)
         self.optimizers = self.model.configure_optimizers(tc)
         self.examples = build_examples(self.split, tc.examples, self.model.span_len, tc.window_step,
                                        min_len=2 if self.model.objective == "causal" else 1)
