@@ -68,3 +68,27 @@ def multi_positive_info_nce(anchor: torch.Tensor, positives: torch.Tensor, negat
     else:
         raise ValueError(f"self_negative must be 'remove' or 'zero', got {self_negative!r}")
     return (torch.logsumexp(sim, dim=1) - pos_term).mean()
+
+
+def contrastive_margin_regularizer(anchor: torch.Tensor, positive: torch.Tensor,
+                                   temperature: float = 1.0) -> torch.Tensor:
+    """MCLRec's regulariser R(a, b) over the 2B views of an NT-Xent batch (same pairs and dot similarity / T as
+    `info_nce` with similarity='dot'). Per anchor row with positive score s+ and negative scores s- (the other
+    2B - 2 views): o_min = min(s+, max s-), o_max = max(s+, max s-);
+    R = mean_rows relu(s+ - o_min) + mean_{rows, negatives} relu(o_max - s-)."""
+    z = torch.cat([anchor, positive], dim=0)
+    b = anchor.shape[0]
+    n = 2 * b
+    sim = z @ z.T / temperature
+    idx = torch.arange(n, device=z.device)
+    pair = torch.cat([idx[b:], idx[:b]])
+    pos = sim[idx, pair]                                                     # [2B]
+    neg_mask = torch.ones(n, n, dtype=torch.bool, device=z.device)
+    neg_mask[idx, idx] = False
+    neg_mask[idx, pair] = False
+    max_neg = sim.masked_fill(~neg_mask, float("-inf")).max(dim=1).values  # [2B]
+    o_min = torch.minimum(pos, max_neg)
+    o_max = torch.maximum(pos, max_neg)
+    first = F.relu(pos - o_min).mean()
+    second = (F.relu(o_max[:, None] - sim) * neg_mask).sum() / (n * (n - 2))
+    return first + second
