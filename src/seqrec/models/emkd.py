@@ -1,0 +1,315 @@
+"""EMKD (Du et al., SIGIR 2023): an ensemble of N parallel encoders trained on M masked views of every window,
+with knowledge moving between them by contrastive learning (ICL within a network, CCL across networks) and by
+logit distillation (pairwise symmetric KL), plus an auxiliary attribute-prediction task.
+
+The ensemble is a wrapper: its members are ordinary models of the library (`model.backbone`, built through the
+registry), each used through `encode(items, lengths) -> [B, T, d]` and `item_logits(h) -> [K, n_items + 1]`.
+
+* cloze members (BERT4Rec, the paper's backbone): the M views are cloze-masked copies of the window
+  (seqrec.data.masking.cloze_mask); CE and KD at the masked positions; the attribute head reads the unmasked
+  window's output at the masked positions of the last view and predicts the original item's attributes.
+* causal members (SASRec, GRU4Rec): the window is cut into input = span[:-1] and next-item targets. A view
+  corrupts the *input* with the same rule, except that a causal member has no [MASK] token, so a chosen item is
+  replaced by a random item (90%) or kept (10%). CE and KD use every position with a next-item target; the
+  attribute head reads the unmasked input's output at the corrupted positions of the last view and predicts the
+  attributes of the next item there.
+
+Per network the M views and the unmasked input are stacked along the batch dimension and encoded in one pass;
+item logits are computed only where there is a target (`logits_at: masked`), or at every position as the official
+code does (`logits_at: all`, same loss values, for the speed comparison).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqrec.config import check_choice, check_range
+from seqrec.data.masking import cloze_mask
+from seqrec.errors import ConfigError
+from seqrec.losses import multi_positive_info_nce
+from seqrec.models import MODELS, register
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, init_normal
+
+# EMKD keys copied into the member's config when the member's dataclass has a field of that name
+SHARED_KEYS = ("max_len", "d", "layers", "heads", "inner", "dropout", "attn_dropout", "init_std", "mask_prob")
+
+
+@dataclass
+class EMKDConfig(ModelConfig):
+    name: str = "emkd"
+    max_len: int = 15
+    """Window length (a BERT4Rec member's window includes the trailing [MASK] at inference). Passed to members."""
+    backbone: str = "bert4rec"
+    """Registry name of the member model (bert4rec = the paper; sasrec, gru4rec also work)."""
+    d: int = 256
+    """Hidden size of every member (passed to members that have this key)."""
+    layers: int = 2
+    """Transformer blocks per member (passed on)."""
+    heads: int = 2
+    """Attention heads per member (passed on)."""
+    inner: int = 1024
+    """Feed-forward width per member (passed on)."""
+    dropout: float = 0.3
+    """Dropout of every member (passed on)."""
+    attn_dropout: float = 0.3
+    """Attention dropout of every member (passed on; the official code uses the same value as dropout)."""
+    init_std: float = 0.02
+    """Normal init std of members' Linear/Embedding weights and of the attribute heads (passed on)."""
+    member: dict[str, Any] = field(default_factory=dict)
+    """Extra keys of the member's own config (e.g. {tied: false} for BERT4Rec, {norm_first: true} for SASRec);
+    they override the shared keys above. Unknown keys are an error that lists the member's valid keys."""
+    n_networks: int = 3
+    """Ensemble size N (1 = a single network, e.g. BERT4Rec with the auxiliary attribute task)."""
+    n_views: int = 8
+    """Masked views M per window."""
+    mask_prob: float = 0.15
+    """Probability that an item is chosen in a view (then 80% [MASK] / 10% random item / 10% unchanged)."""
+    combine: str = "logits"
+    """How the members' outputs are combined at inference: logits (sum of raw logits = product of softmaxes,
+    official) | probs (mean of the softmax distributions)."""
+    tau: float = 0.3
+    """Temperature of the contrastive terms (ICL, CCL)."""
+    kd_temperature: float | None = None
+    """Temperature of the logit distillation (None: the same as tau)."""
+    use_kd: bool = True
+    """Pairwise symmetric-KL distillation between networks at the prediction positions of every view."""
+    use_icl: bool = True
+    """Intra-network contrastive term."""
+    use_ccl: bool = True
+    """Cross-network contrastive term (every ordered pair of networks)."""
+    use_attr: bool = True
+    """Attribute prediction (switched off automatically when the data has no item attributes)."""
+    kd_weight: float = 0.001
+    """Weight of the summed KD terms."""
+    attr_weight: float = 1.0
+    """Weight of the summed attribute BCE terms."""
+    icl_weight: float = 0.01
+    """Weight of the summed ICL terms."""
+    ccl_weight: float = 0.01
+    """Weight of the summed CCL terms."""
+    contrastive_self: str = "remove"
+    """The anchor's own sequence among the negatives: remove (clean InfoNCE, default) | zero (official code quirk:
+    its similarity is set to 0 and kept, adding exp(0) to the denominator)."""
+    identical_encoder_init: bool = False
+    """Official code quirk: all members start with the same transformer weights (embeddings and heads differ).
+    Default off: every member is initialised independently (the paper's intent)."""
+    logits_at: str = "masked"
+    """Where item logits are computed: masked (only positions with a target, fast) | all (every position, as the
+    official code; same loss values, kept for the speed comparison)."""
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("model.n_networks", self.n_networks, lo=1)
+        check_range("model.n_views", self.n_views, lo=1)
+        check_range("model.mask_prob", self.mask_prob, lo=0, hi=1, lo_open=True)
+        check_range("model.tau", self.tau, lo=0, lo_open=True)
+        if self.kd_temperature is not None:
+            check_range("model.kd_temperature", self.kd_temperature, lo=0, lo_open=True)
+        for w in ("kd_weight", "attr_weight", "icl_weight", "ccl_weight"):
+            check_range(f"model.{w}", getattr(self, w), lo=0)
+        check_choice("model.combine", self.combine, ("logits", "probs"))
+        check_choice("model.contrastive_self", self.contrastive_self, ("remove", "zero"))
+        check_choice("model.logits_at", self.logits_at, ("masked", "all"))
+        self.member_config().validate()
+
+    def member_config(self) -> ModelConfig:
+        from seqrec.config import dataclass_from_dict
+        from seqrec.models import _load_optional
+        _load_optional()
+        choices = tuple(sorted(k for k in MODELS if k != "emkd"))
+        check_choice("model.backbone", self.backbone, choices)
+        if not isinstance(self.member, dict):
+            raise ConfigError(f"model.member: expected a mapping of the {self.backbone} model's keys")
+        cls = MODELS[self.backbone].Config
+        names = {f.name for f in dataclasses.fields(cls)}
+        if "name" in self.member and self.member["name"] != self.backbone:
+            raise ConfigError(f"model.member.name: {self.member['name']!r} differs from model.backbone "
+                              f"{self.backbone!r}; set model.backbone instead")
+        values = {k: getattr(self, k) for k in SHARED_KEYS if k in names}
+        values.update(self.member)
+        values["name"] = self.backbone
+        return dataclass_from_dict(cls, values, "model.member")
+
+
+@register
+class EMKD(SeqRecModel):
+    name = "emkd"
+    Config = EMKDConfig
+    objective = "cloze"      # the trainer hands over raw windows; causal members cut them into input/targets here
+
+    def __init__(self, cfg: EMKDConfig, info: DatasetInfo):
+        super().__init__(cfg, info)
+        from seqrec.models import build_model
+        mcfg = cfg.member_config()
+        self.members = nn.ModuleList(build_model(mcfg, info) for _ in range(cfg.n_networks))
+        m0 = self.members[0]
+        for need in ("encode", "item_logits"):
+            if not hasattr(m0, need):
+                raise ConfigError(f"model.backbone: {cfg.backbone} has no {need}() and cannot be an EMKD member")
+        self.causal = m0.objective == "causal"
+        self.mask_token = getattr(m0, "mask_token", info.n_items + 1)
+        if cfg.identical_encoder_init and hasattr(m0, "encoder"):
+            for m in self.members[1:]:
+                m.encoder.load_state_dict(m0.encoder.state_dict())
+        self.attr_active = bool(cfg.use_attr and info.attributes is not None)
+        if cfg.use_attr and info.attributes is None:
+            warnings.warn("EMKD: the data has no item attributes; the attribute term is off (attr = 0)")
+        self.attr_heads = None
+        if self.attr_active:
+            n_attr = info.attributes.n_attributes
+            d = self._hidden_size(mcfg)
+            self.attr_heads = nn.ModuleList(nn.Linear(d, n_attr + 1) for _ in range(cfg.n_networks))
+            init_normal(self.attr_heads, cfg.init_std)
+            table = torch.from_numpy(info.attributes.dense(info.n_items + 2)).bool()
+            self.register_buffer("attr_table", table, persistent=False)    # [n_items + 2, n_attrs + 1]
+
+    @staticmethod
+    def _hidden_size(mcfg) -> int:
+        if not hasattr(mcfg, "d"):
+            raise ConfigError(f"model.backbone: {mcfg.name} has no hidden size 'd'")
+        return mcfg.d
+
+    # --- inputs ---------------------------------------------------------------------------------------------
+    @property
+    def history_len(self) -> int:
+        return self.members[0].history_len
+
+    @property
+    def span_len(self) -> int:
+        return self.members[0].span_len
+
+    def split_inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(inputs [B, T], lengths [B], next-item targets [B, T] or None for cloze members)."""
+        items, lengths = batch.items, batch.lengths
+        if not self.causal:
+            return items, lengths, None
+        keep = lengths >= 2                     # a causal member needs one input and one target
+        items, lengths = items[keep], lengths[keep]
+        inputs = items[:, :-1].clone()
+        in_len = lengths - 1
+        inputs[torch.arange(inputs.shape[1], device=items.device)[None, :] >= in_len[:, None]] = 0
+        targets = items[:, 1:].clone()
+        return inputs, in_len, targets
+
+    def make_views(self, inputs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None):
+        """M views stacked along the batch: (view items [M*B, T], lengths [M*B], CE targets [M*B, T],
+        chosen [M*B, T] = positions the rule picked)."""
+        m = self.cfg.n_views
+        rep = inputs.repeat(m, 1)
+        views, labels = cloze_mask(rep, lengths.repeat(m), self.cfg.mask_prob, self.mask_token, self.n_items)
+        chosen = labels > 0
+        if not self.causal:
+            return views, lengths.repeat(m), labels, chosen
+        # no [MASK] token in a causal member: a chosen item becomes a random item instead
+        rand = torch.randint(1, self.n_items + 1, views.shape, device=views.device)
+        views = torch.where(views == self.mask_token, rand, views)
+        return views, lengths.repeat(m), targets.repeat(m, 1), chosen
+
+    # --- the loss -------------------------------------------------------------------------------------------
+    def loss(self, batch) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        inputs, lengths, targets = self.split_inputs(batch)
+        b, m, n = inputs.shape[0], cfg.n_views, cfg.n_networks
+        views, vlen, labels, chosen = self.make_views(inputs, lengths, targets)
+        need_plain = self.attr_active or ((cfg.use_icl or cfg.use_ccl) and b > 1)
+        sel = labels > 0                                              # [M*B, T] prediction positions
+        view_of = sel.nonzero()[:, 0] // b                            # view index of each selected row
+        per_view = torch.bincount(view_of, minlength=m).clamp(min=1).float()
+        tgt = labels[sel] - 1
+
+        hidden_views, hidden_plain, logits, ces = [], [], [], []
+        for net in self.members:
+            if need_plain:
+                h = net.encode(torch.cat([views, inputs]), torch.cat([vlen, lengths]))
+                hv, hp = h[: m * b], h[m * b:]
+            else:
+                hv, hp = net.encode(views, vlen), None
+            z = self._logits_at_targets(net, hv, sel)                 # [K, n_items + 1]
+            rows = F.cross_entropy(z[:, 1:].float(), tgt, reduction="none")
+            ces.append((torch.zeros(m, device=rows.device).index_add_(0, view_of, rows) / per_view).sum())
+            hidden_views.append(hv)
+            hidden_plain.append(hp)
+            logits.append(z)
+        zero = ces[0] * 0.0
+        ce = torch.stack(ces).sum()
+
+        kd = zero
+        if cfg.use_kd and n > 1 and len(tgt):
+            t = cfg.kd_temperature or cfg.tau
+            kd = sum(per_view_symmetric_kl(logits[a][:, 1:], logits[c][:, 1:], view_of, m, t)
+                     for a, c in itertools.combinations(range(n), 2))
+
+        attr = zero
+        if self.attr_active:
+            last = chosen[(m - 1) * b:]                                # chosen positions of the last view
+            if bool(last.any()):
+                item_at = (targets if self.causal else inputs)[last]   # the item whose attributes are predicted
+                y = self.attr_table[item_at].float()
+                attr = sum(F.binary_cross_entropy_with_logits(head(hp[last]).float(), y)
+                           for head, hp in zip(self.attr_heads, hidden_plain))
+
+        icl = ccl = zero
+        if (cfg.use_icl or cfg.use_ccl) and b > 1:
+            anchors = [end_aligned(hp, lengths).flatten(1) for hp in hidden_plain]             # [B, T*d]
+            positives = [end_aligned(hv, vlen).flatten(1).view(m, b, -1) for hv in hidden_views]
+            if cfg.use_icl:
+                icl = sum(multi_positive_info_nce(anchors[i], positives[i], anchors[i], cfg.tau,
+                                                  cfg.contrastive_self) for i in range(n))
+            if cfg.use_ccl and n > 1:
+                ccl = sum(multi_positive_info_nce(anchors[i], positives[u], anchors[u], cfg.tau,
+                                                  cfg.contrastive_self)
+                          for i, u in itertools.permutations(range(n), 2))
+
+        total = ce + cfg.kd_weight * kd + cfg.attr_weight * attr + cfg.icl_weight * icl + cfg.ccl_weight * ccl
+        return {"loss": total, "ce": ce.detach(), "kd": torch.as_tensor(kd).detach(),
+                "attr": torch.as_tensor(attr).detach(), "icl": torch.as_tensor(icl).detach(),
+                "ccl": torch.as_tensor(ccl).detach()}
+
+    def _logits_at_targets(self, net, hv: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+        if self.cfg.logits_at == "all":
+            return net.item_logits(hv)[sel]             # every position, then the targets' rows (official way)
+        return net.item_logits(hv[sel])
+
+    # --- inference ------------------------------------------------------------------------------------------
+    def member_scores(self, batch) -> torch.Tensor:
+        """[N, B, n_items + 1] each member's scores (column 0 = -inf)."""
+        return torch.stack([net.score(batch) for net in self.members])
+
+    def score(self, batch) -> torch.Tensor:
+        s = self.member_scores(batch).float()
+        if self.cfg.combine == "logits":
+            out = s.sum(0)
+        else:   # log of the mean of the members' softmax distributions (same ranking as the mean)
+            out = torch.logsumexp(torch.log_softmax(s, dim=-1), dim=0) - torch.log(torch.tensor(float(len(s))))
+        return self.mask_padding_column(out)
+
+
+def end_aligned(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Right-padded [B, T, d] -> the same rows aligned at the end (left padding, as the official windows), so that
+    flattened sequence representations of different lengths line up position by position (padding rows = 0)."""
+    t = h.shape[1]
+    src = torch.arange(t, device=h.device)[None, :] - (t - lengths[:, None])             # [B, T]
+    valid = src >= 0
+    out = h.gather(1, src.clamp(min=0)[..., None].expand(-1, -1, h.shape[2]))
+    return out * valid[..., None].to(h.dtype)
+
+
+def per_view_symmetric_kl(za: torch.Tensor, zb: torch.Tensor, view_of: torch.Tensor, n_views: int,
+                          temperature: float) -> torch.Tensor:
+    """Sum over views of the view's mean (over its rows) symmetric KL
+    1/2 [KL(sg(p_b) || p_a) + KL(sg(p_a) || p_b)], p = softmax(z / T) (seqrec.losses.symmetric_kl per view)."""
+    la = F.log_softmax(za.float() / temperature, dim=-1)
+    lb = F.log_softmax(zb.float() / temperature, dim=-1)
+    pa, pb = la.exp(), lb.exp()
+    kl_ab = (pb.detach() * (lb.detach() - la)).sum(-1)            # KL(p_b || p_a), gradient to a
+    kl_ba = (pa.detach() * (la.detach() - lb)).sum(-1)            # KL(p_a || p_b), gradient to b
+    rows = 0.5 * (kl_ab + kl_ba)
+    count = torch.bincount(view_of, minlength=n_views).clamp(min=1).float()
+    return (torch.zeros(n_views, device=rows.device).index_add_(0, view_of, rows) / count).sum()
