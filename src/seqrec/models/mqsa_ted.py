@@ -1,0 +1,230 @@
+"""MQSA-TED (Zhu et al., WSDM 2024): multi-query self-attention with transition-aware embedding distillation.
+
+Two towers over the same embedded sequence x0 = Dropout(E[seq] * sqrt(d) + P) * mask (no LayerNorm):
+* short-query tower: MQSABlocks with query = x (the official SASRec block);
+* long-query tower:  MQSABlocks with query = causal mean of the last L inputs (window_mean), own weights;
+each ends with its own LayerNorm. h = alpha * h_short + (1 - alpha) * h_long, logits = h . E^T (tied, unscaled),
+computed only at target positions.
+
+TED: the training transition matrix C (sparse, built in `prepare(split)`) is distilled into E: for every real input
+occurrence i, teacher p_T = softmax((C[i] / max_j C[i, j]) / tau) over all N items (unobserved items logit 0),
+student p_S = softmax(Dropout(E[i] * sqrt(d)) . E^T / tau), L_kd = mean over occurrences of CE(p_T, p_S).
+The teacher is never densified: with logit 0 on every unobserved item, CE(p_T, p_S) =
+-(e^{-m} sum_j log p_S,j + sum_{j in nz(i)} (e^{r_j/tau - m} - e^{-m}) log p_S,j) / Z,
+Z = (N - nnz) e^{-m} + sum_{nz} e^{r_j/tau - m}, m = max teacher logit. An item with no outgoing transitions
+gets the uniform teacher (r = 0 everywhere), as in the official code (0 / (0 + 1e-24) = 0).
+
+Loss = CE_rec + lambda_kd * L_kd; weight decay 1e-4 comes from train.weight_decay (Adam, all parameters).
+See docs/methods/mqsa_ted.md for the settings and every deviation from the official code.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqrec.config import check_range
+from seqrec.losses import cross_entropy_at_targets
+from seqrec.models import register
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, last_position
+from seqrec.nn import SequenceEmbedding, attention_mask
+from seqrec.nn.windowed import MQSABlock, window_mean
+
+
+@dataclass
+class MQSATEDConfig(ModelConfig):
+    name: str = "mqsa_ted"
+    max_len: int = 50
+    """Longest input (and evaluation history); positions count from the most recent item (left-padded slots)."""
+    d: int = 64
+    """Hidden size (= item embedding size and FFN width)."""
+    layers: int = 1
+    """MQSA blocks per tower."""
+    heads: int = 1
+    """Attention heads."""
+    dropout: float = 0.5
+    """Dropout on the embedded input, the FFN (inside and on its output), and the TED student embedding."""
+    attn_dropout: float = 0.5
+    """Dropout on the attention probabilities (the official code uses the same rate as `dropout`)."""
+    window: int = 3
+    """L: the long-query tower's query is the mean of the last L real inputs (L = 1 is SASRec's query)."""
+    alpha: float = 0.5
+    """Weight of the short-query tower: h = alpha h_short + (1 - alpha) h_long. 1 = SASRec (+TED), 0 = long only.
+    A tower with weight 0 is not built."""
+    lambda_kd: float = 0.1
+    """Weight of the TED loss; 0 = MQSA alone (no transition matrix, no TED computation)."""
+    tau: float = 0.1
+    """Temperature of both the TED teacher and student softmaxes."""
+    transitions_last: int = -1
+    """Which training items the transition matrix counts, per user: -1 = the span the model trains on (its last
+    span_len items: the official cut training list), 0 = all training items, n > 0 = the last n."""
+    official_cut: bool = True
+    """True: training spans are each user's last max_len training items (max_len - 1 inputs, as the official code:
+    its training list is cut to 50 and the input is cut[:-1]); False: the last max_len + 1 (max_len inputs)."""
+    init_std: float = 0.01
+    """Std of the normal init of the item and position tables (Linear layers: Glorot uniform, zero bias)."""
+    ln_eps: float = 1e-8
+    """LayerNorm epsilon (the official code uses 1e-24 on the variance, i.e. practically none)."""
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("model.window", self.window, lo=1)
+        check_range("model.alpha", self.alpha, lo=0, hi=1)
+        check_range("model.lambda_kd", self.lambda_kd, lo=0)
+        check_range("model.tau", self.tau, lo=0, lo_open=True)
+        check_range("model.transitions_last", self.transitions_last, lo=-1)
+        check_range("model.init_std", self.init_std, lo=0, lo_open=True)
+        check_range("model.ln_eps", self.ln_eps, lo=0, lo_open=True)
+        if self.d % self.heads:
+            from seqrec.errors import ConfigError
+            raise ConfigError(f"model.d: {self.d} is not divisible by model.heads {self.heads}")
+
+
+class Tower(nn.Module):
+    """A stack of MQSABlocks and a final LayerNorm; window > 1 feeds each block the window mean as its query."""
+
+    def __init__(self, cfg: MQSATEDConfig, window: int):
+        super().__init__()
+        self.window = window
+        self.blocks = nn.ModuleList(MQSABlock(cfg.d, cfg.heads, cfg.dropout, cfg.attn_dropout, cfg.d, cfg.ln_eps)
+                                    for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.d, eps=cfg.ln_eps)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            q = None if self.window == 1 else window_mean(x, keep, self.window)
+            x = block(x, mask, keep, q)
+        return self.norm(x)
+
+
+def ted_loss(items: torch.Tensor, student_logits: torch.Tensor, transitions, tau: float) -> torch.Tensor:
+    """Mean over occurrences k of CE(p_T(items[k]), softmax(student_logits[k])).
+
+    items [K] item ids 1..N (duplicates kept); student_logits [K, N] over items 1..N (already divided by tau);
+    transitions: scipy CSR [N + 1, N + 1] raw counts. Teacher p_T(i) = softmax(C[i, 1:] / max_j C[i, j] / tau),
+    uniform for an item without outgoing transitions. Only the sparse rows of the batch's unique items are read."""
+    k, n = student_logits.shape
+    dev = student_logits.device
+    if k == 0:
+        return student_logits.sum() * 0.0
+    uniq, inv = np.unique(items.detach().cpu().numpy(), return_inverse=True)
+    rows = transitions[uniq]                                   # CSR [U, N + 1]
+    indptr, indices = rows.indptr.astype(np.int64), rows.indices.astype(np.int64)
+    data = rows.data.astype(np.float64)
+    nnz = np.diff(indptr)
+    nonempty = nnz > 0
+    rowmax = np.zeros(len(uniq))
+    if nonempty.any():
+        rowmax[nonempty] = np.maximum.reduceat(data, indptr[:-1][nonempty])
+    row_of = np.repeat(np.arange(len(uniq)), nnz)
+    m = np.where(nonempty, 1.0 / tau, 0.0)                     # largest teacher logit of each row
+    w = np.exp(data / rowmax[row_of] / tau - m[row_of])       # e^{r_j / tau - m} at the observed items
+    e0 = np.exp(-m)                                            # e^{0 - m} at the unobserved ones
+    z = (n - nnz) * e0 + np.bincount(row_of, weights=w, minlength=len(uniq))
+    base = e0 / z                                              # p_T of an unobserved item
+    coef = (w - e0[row_of]) / z[row_of]                        # p_T - base at the observed items
+
+    logp = F.log_softmax(student_logits.float(), dim=-1)
+    base_t = torch.from_numpy(base[inv]).to(dev, torch.float32)
+    dense_part = base_t * logp.sum(-1)
+    counts = nnz[inv]
+    occ = np.repeat(np.arange(k), counts)
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    nz = indptr[:-1][inv][occ] + within
+    occ_t = torch.from_numpy(occ).to(dev)
+    col_t = torch.from_numpy(indices[nz] - 1).to(dev)
+    coef_t = torch.from_numpy(coef[nz]).to(dev, torch.float32)
+    sparse_part = torch.zeros(k, device=dev).index_add_(0, occ_t, logp[occ_t, col_t] * coef_t)
+    return -(dense_part + sparse_part).mean()
+
+
+@register
+class MQSATED(SeqRecModel):
+    name = "mqsa_ted"
+    Config = MQSATEDConfig
+    objective = "causal"
+
+    def __init__(self, cfg: MQSATEDConfig, info: DatasetInfo):
+        super().__init__(cfg, info)
+        self.embed = SequenceEmbedding(info.n_items + 1, cfg.max_len, cfg.d, cfg.dropout, layer_norm=False,
+                                       scale_by_sqrt_d=True, positions_from_end=True)
+        self.alpha = float(cfg.alpha)
+        self.short = Tower(cfg, 1) if cfg.alpha > 0 else None
+        self.long = Tower(cfg, cfg.window) if cfg.alpha < 1 else None
+        self.kd_dropout = nn.Dropout(cfg.dropout)
+        self.transitions = None          # scipy CSR, set by prepare(); not part of the state_dict
+        self._init_weights(cfg.init_std)
+
+    def _init_weights(self, std: float) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.embed.item.weight, 0.0, std)
+        nn.init.normal_(self.embed.position.weight, 0.0, std)
+        with torch.no_grad():
+            self.embed.item.weight[0].zero_()
+
+    # --- data ---------------------------------------------------------------------------------------------
+    @property
+    def span_len(self) -> int:
+        return self.cfg.max_len if self.cfg.official_cut else self.cfg.max_len + 1
+
+    def prepare(self, split) -> None:
+        """Build the sparse transition matrix from the split's training items (only when TED is on)."""
+        if self.cfg.lambda_kd <= 0:
+            return
+        from seqrec.data.transitions import split_transition_matrix
+        last = {-1: self.span_len, 0: None}.get(self.cfg.transitions_last, self.cfg.transitions_last)
+        self.transitions = split_transition_matrix(split, last)
+
+    # --- model --------------------------------------------------------------------------------------------
+    def encode(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B, T, d] combined representation alpha h_short + (1 - alpha) h_long at every position."""
+        keep = items != 0
+        x = self.embed(items, lengths)
+        mask = attention_mask(keep, causal=True)
+        h = None
+        if self.short is not None:
+            h = self.alpha * self.short(x, mask, keep)
+        if self.long is not None:
+            hl = (1.0 - self.alpha) * self.long(x, mask, keep)
+            h = hl if h is None else h + hl
+        return h
+
+    def item_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.embed.item.weight.T
+
+    def ted(self, items: torch.Tensor) -> torch.Tensor:
+        occ = items[items != 0]
+        e = self.embed.item.weight
+        student = self.kd_dropout(e[occ] * math.sqrt(self.cfg.d)) @ e[1:].T / self.cfg.tau
+        return ted_loss(occ, student, self.transitions, self.cfg.tau)
+
+    def loss(self, batch) -> dict[str, torch.Tensor]:
+        h = self.encode(batch.items, batch.lengths)
+        ce = cross_entropy_at_targets(h, batch.targets, self.item_logits)
+        out = {"ce": ce.detach()}
+        total = ce
+        if self.cfg.lambda_kd > 0:
+            if self.transitions is None:
+                raise RuntimeError("mqsa_ted: lambda_kd > 0 needs the transition matrix; call model.prepare(split)"
+                                   " (the Trainer does) before training")
+            kd = self.ted(batch.items)
+            total = total + self.cfg.lambda_kd * kd
+            out["ted"] = kd.detach()
+        out["loss"] = total
+        return out
+
+    def represent(self, batch) -> torch.Tensor:
+        return last_position(self.encode(batch.items, batch.lengths), batch.lengths)
+
+    def score(self, batch) -> torch.Tensor:
+        return self.mask_padding_column(self.item_logits(self.represent(batch)))
