@@ -1,0 +1,60 @@
+"""Shared fixtures: one thread, tiny synthetic data, tiny configs, the shared Beauty file when it is present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BEAUTY = SHARED_DATA / "Beauty.txt"
+needs_beauty = pytest.mark.skipif(not BEAUTY.is_file(), reason=f"{BEAUTY} not present")
+
+# a tiny SASRec on the tiny synthetic data (200 users, 60 items): a run of a few epochs takes about a second
+TINY = ["data.synthetic_users=200", "data.synthetic_items=60", "model.d=16", "model.layers=1", "model.heads=1",
+        "model.inner=32", "model.max_len=20", "model.dropout=0.1", "model.attn_dropout=0.1", "train.batch_size=64",
+        "train.lr=0.005", "train.max_epochs=3", "train.threads=1", "train.patience=0", "eval.batch_size=64"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the Trainer sets torch threads from the config; keep every test at one thread
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    from seqrec.data.synthetic import make_synthetic
+    return make_synthetic(n_users=200, n_items=60)
+
+
+@pytest.fixture(scope="session")
+def synthetic_split(synthetic):
+    from seqrec.data.dataset import leave_one_out
+    return leave_one_out(synthetic)
+
+
+def tiny_config(*overrides: str):
+    from seqrec.config import load_config
+    return load_config(None, TINY + list(overrides))
+
+
+@pytest.fixture(scope="session")
+def beauty_split():
+    if not BEAUTY.is_file():
+        pytest.skip(f"{BEAUTY} not present")
+    from seqrec.data.dataset import leave_one_out
+    from seqrec.data.readers import read_s3rec
+    return leave_one_out(read_s3rec(BEAUTY, None))
+
+
+def hand_split(sequences: list[list[int]], n_items: int | None = None):
+    """A leave-one-out split of hand-written sequences."""
+    from seqrec.data.dataset import InteractionData, leave_one_out
+    return leave_one_out(InteractionData.from_sequences("hand", [np.asarray(s) for s in sequences],
+                                                        n_items=n_items))
