@@ -9,6 +9,7 @@ by the section's `validate()`. The `model` section names a model (`model.name`) 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -238,6 +239,8 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"{where}: invalid value {value!r}; expected an integer")
         return value
     if annotation is float:
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value.strip()):
+            value = float(value)     # PyYAML (YAML 1.1) reads 1e-3, without a dot, as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: invalid value {value!r}; expected a number")
         return float(value)
