@@ -1,0 +1,151 @@
+"""MCLRec (and CL4SRec / SASRec for comparison) on Beauty: training speed and accuracy.
+
+Modes:
+  --speed            time a sample of training batches (global-RNG augmentation + the model's full training_step)
+                     at --threads (default 1) and extrapolate to a whole epoch (the faithful 'prefix' epoch is
+                     ceil(131,413 / 256) = 514 batches). Times each --variants entry (model:examples); writes
+                     benchmarks/results/mclrec_speed_beauty_cpu.json (kind 'speed').
+  --budget-min M     accuracy: train with early stopping inside an M-minute wall-clock budget (the best validation
+                     checkpoint is tested) and write the trainer's full result dict to
+                     benchmarks/results/<model>_beauty_<examples>_budget<M>m.json.
+  --full             accuracy without a budget (the paper's 100 epochs / patience 10), meant for a GPU;
+                     writes benchmarks/results/<model>_beauty_<examples>_full.json.
+--model picks mclrec (default), cl4srec or sasrec (SASRec = the same encoder and protocol without contrastive terms)
+and --examples prefix (faithful, default) or sequence (one row per user, all positions supervised).
+
+  python benchmarks/mclrec_beauty.py --speed
+  python benchmarks/mclrec_beauty.py --budget-min 120 --model mclrec --examples sequence
+  python benchmarks/mclrec_beauty.py --full --model cl4srec
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from seqrec.config import load_config  # noqa: E402
+from seqrec.data.batch import epoch_batches  # noqa: E402
+from seqrec.utils import atomic_write_json, device_name, git_commit  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+SASREC_KEYS = ("name", "max_len", "d", "layers", "heads", "inner", "dropout", "attn_dropout", "activation",
+               "norm_first", "init_std")
+
+
+def make_config(model: str, examples: str, overrides: list[str]):
+    if model == "sasrec":
+        # the MCLRec Beauty config with the contrastive fields dropped: same encoder, data and protocol
+        import yaml
+        raw = yaml.safe_load((ROOT / "configs/mclrec/beauty.yaml").read_text())
+        raw["model"] = {k: v for k, v in raw["model"].items() if k in SASREC_KEYS}
+        raw["model"]["name"] = "sasrec"
+        tmp = RESULTS / ".sasrec_beauty_from_mclrec.yaml"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(yaml.safe_dump(raw))
+        path = tmp
+    else:
+        path = ROOT / f"configs/{model}/beauty.yaml"
+    return load_config(path, overrides=[f"train.examples={examples}", *overrides])
+
+
+def provenance(cfg_dict, threads):
+    return {"command": " ".join(sys.argv), "git_commit": git_commit(ROOT), "config": cfg_dict,
+            "device": device_name("cpu"), "threads": threads, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "protocol": {"split": "leave-one-out", "ranking": "full", "exclude": "none", "max_len": 50}}
+
+
+def time_variant(model: str, examples: str, n_batches: int, threads: int, data) -> dict:
+    from seqrec.train.trainer import Trainer
+    cfg = make_config(model, examples, [f"train.threads={threads}", "train.device=cpu"])
+    tr = Trainer(cfg, None, quiet=True, data=data)
+    tc = cfg.train
+    batches = epoch_batches(tr.examples.lengths, tc.batch_size, tc.seed, 1, tc.bucket, tc.bucket_factor)
+    warm = 3
+    take = batches[:min(len(batches), n_batches + warm)]
+    tr.model.train()
+    times = []
+    for i, idx in enumerate(take):
+        b = tr.make_batch(data.items, tr.examples, idx)
+        t0 = time.perf_counter()
+        tr.model.training_step(b, tr.optimizers, forward=tr.forward, clip=tc.grad_clip)
+        if i >= warm:
+            times.append(time.perf_counter() - t0)
+    per_batch = float(np.mean(times))
+    # the sample is the first batches of a shuffled, length-bucketed epoch: an unbiased sample of batch lengths
+    return {"model": model, "examples": examples, "train_examples": len(tr.examples),
+            "batches_per_epoch": len(batches), "batches_timed": len(times),
+            "seconds_per_batch": round(per_batch, 4),
+            "seconds_per_epoch_extrapolated": round(per_batch * len(batches), 1),
+            "timed_seconds": round(float(np.sum(times)), 1), "config": cfg.to_dict()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--speed", action="store_true")
+    mode.add_argument("--budget-min", type=float)
+    mode.add_argument("--full", action="store_true")
+    ap.add_argument("--model", default="mclrec", choices=("mclrec", "cl4srec", "sasrec"))
+    ap.add_argument("--examples", default="prefix", choices=("prefix", "sequence"))
+    ap.add_argument("--variants", default="mclrec:prefix,mclrec:sequence",
+                    help="--speed: comma-separated model:examples entries to time")
+    ap.add_argument("--batches", type=int, default=120, help="--speed: batches timed per variant")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], help="extra config overrides a.b=value")
+    ap.add_argument("--out", help="result file (default under benchmarks/results/)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    if args.speed:
+        from seqrec.data.loading import load_dataset
+        base = make_config("mclrec", "prefix", [])
+        data = load_dataset(base.data)
+        runs = []
+        for v in args.variants.split(","):
+            model, examples = v.split(":")
+            r = time_variant(model, examples, args.batches, args.threads, data)
+            print(f"{model}/{examples}: {r['seconds_per_batch']:.3f} s/batch x {r['batches_per_epoch']} batches "
+                  f"= {r['seconds_per_epoch_extrapolated']:.0f} s/epoch (extrapolated from {r['batches_timed']})",
+                  flush=True)
+            runs.append(r)
+        summary = {f"{r['model']}_{r['examples']}_seconds_per_epoch": r["seconds_per_epoch_extrapolated"]
+                   for r in runs}
+        summary.update({f"{r['model']}_{r['examples']}_seconds_per_batch": r["seconds_per_batch"] for r in runs})
+        out = {"kind": "speed", "name": "mclrec_speed_beauty_cpu", "dataset": "Beauty",
+               "description": "Training seconds per epoch on Beauty (CPU), extrapolated from the mean time of a "
+                              "sample of training_step calls (augmentation + all optimiser steps of a batch; batch "
+                              "building excluded, evaluation excluded) times the epoch's batch count. 'prefix' = the "
+                              "faithful formulation (131,413 prefix examples, 514 batches, three steps per batch); "
+                              "'sequence' = one row per user, every position supervised, one contrastive pair per "
+                              "user.",
+               "summary": summary, "runs": runs, **provenance(base.to_dict(), args.threads)}
+        path = Path(args.out) if args.out else RESULTS / "mclrec_speed_beauty_cpu.json"
+        atomic_write_json(path, out)
+        print(f"wrote {path}")
+        return
+
+    from seqrec.train import train
+    overrides = [f"train.threads={args.threads}", *args.set]
+    if args.budget_min is not None:
+        overrides += [f"train.time_budget_s={args.budget_min * 60}", "train.device=cpu"]
+        tag = f"budget{args.budget_min:g}m"
+    else:
+        tag = "full"
+    cfg = make_config(args.model, args.examples, overrides)
+    result = train(cfg, None, quiet=False, command=" ".join(["python", *sys.argv]))
+    path = Path(args.out) if args.out else RESULTS / f"{args.model}_beauty_{args.examples}_{tag}.json"
+    atomic_write_json(path, result)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
