@@ -9,9 +9,9 @@ computed only at target positions.
 TED: the training transition matrix C (sparse, built in `prepare(split)`) is distilled into E: for every real input
 occurrence i, teacher p_T = softmax((C[i] / max_j C[i, j]) / tau) over all N items (unobserved items logit 0),
 student p_S = softmax(Dropout(E[i] * sqrt(d)) . E^T / tau), L_kd = mean over occurrences of CE(p_T, p_S).
-The teacher is never densified: with logit 0 on every unobserved item, CE(p_T, p_S) =
--(e^{-m} sum_j log p_S,j + sum_{j in nz(i)} (e^{r_j/tau - m} - e^{-m}) log p_S,j) / Z,
-Z = (N - nnz) e^{-m} + sum_{nz} e^{r_j/tau - m}, m = max teacher logit. An item with no outgoing transitions
+The teacher is never densified: with logit 0 on every unobserved item, p_T = base off the row's nonzeros, and
+CE(p_T, p_S) = logsumexp(s) - base sum_j s_j - sum_{j in nz(i)} (p_T,j - base) s_j (computed with a stabilised
+teacher softmax in float64 on the nonzeros only); the only [occurrences, N] work is the student's logsumexp. An item with no outgoing transitions
 gets the uniform teacher (r = 0 everywhere), as in the official code (0 / (0 + 1e-24) = 0).
 
 Loss = CE_rec + lambda_kd * L_kd; weight decay 1e-4 comes from train.weight_decay (Adam, all parameters).
@@ -101,16 +101,20 @@ class Tower(nn.Module):
         return self.norm(x)
 
 
-def ted_loss(items: torch.Tensor, student_logits: torch.Tensor, transitions, tau: float) -> torch.Tensor:
-    """Mean over occurrences k of CE(p_T(items[k]), softmax(student_logits[k])).
+def ted_loss(items: torch.Tensor, query: torch.Tensor, item_emb: torch.Tensor, transitions,
+             tau: float) -> torch.Tensor:
+    """Mean over occurrences k of CE(p_T(items[k]), p_S(k)), p_S(k) = softmax(query[k] . item_emb^T / tau).
 
-    items [K] item ids 1..N (duplicates kept); student_logits [K, N] over items 1..N (already divided by tau);
-    transitions: scipy CSR [N + 1, N + 1] raw counts. Teacher p_T(i) = softmax(C[i, 1:] / max_j C[i, j] / tau),
-    uniform for an item without outgoing transitions. Only the sparse rows of the batch's unique items are read."""
-    k, n = student_logits.shape
-    dev = student_logits.device
+    items [K] item ids 1..N (duplicates kept); query [K, d] the students' (dropped-out, scaled) embeddings;
+    item_emb [N, d] the embeddings of items 1..N; transitions: scipy CSR [N + 1, N + 1] raw counts.
+    Teacher p_T(i) = softmax(C[i, 1:] / max_j C[i, j] / tau), uniform for an item without outgoing transitions.
+    Only the sparse rows of the batch's unique items are read, and the only [K, N] computation is the student's
+    log-partition: since sum_j p_T,j = 1, CE = logsumexp_j s_j - base * sum_j s_j - sum_{j in nz} (p_T,j - base) s_j
+    with base = p_T of an unobserved item, and sum_j s_j = query . (sum_j item_emb_j) / tau."""
+    k, n = query.shape[0], item_emb.shape[0]
+    dev = query.device
     if k == 0:
-        return student_logits.sum() * 0.0
+        return query.sum() * 0.0
     uniq, inv = np.unique(items.detach().cpu().numpy(), return_inverse=True)
     rows = transitions[uniq]                                   # CSR [U, N + 1]
     indptr, indices = rows.indptr.astype(np.int64), rows.indices.astype(np.int64)
@@ -128,9 +132,11 @@ def ted_loss(items: torch.Tensor, student_logits: torch.Tensor, transitions, tau
     base = e0 / z                                              # p_T of an unobserved item
     coef = (w - e0[row_of]) / z[row_of]                        # p_T - base at the observed items
 
-    logp = F.log_softmax(student_logits.float(), dim=-1)
+    q = query.float() / tau
+    e = item_emb.float()
+    lse = torch.logsumexp(q @ e.T, dim=1)                      # the one [K, N] product
     base_t = torch.from_numpy(base[inv]).to(dev, torch.float32)
-    dense_part = base_t * logp.sum(-1)
+    dense_part = base_t * (q @ e.sum(0))
     counts = nnz[inv]
     occ = np.repeat(np.arange(k), counts)
     within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -138,8 +144,9 @@ def ted_loss(items: torch.Tensor, student_logits: torch.Tensor, transitions, tau
     occ_t = torch.from_numpy(occ).to(dev)
     col_t = torch.from_numpy(indices[nz] - 1).to(dev)
     coef_t = torch.from_numpy(coef[nz]).to(dev, torch.float32)
-    sparse_part = torch.zeros(k, device=dev).index_add_(0, occ_t, logp[occ_t, col_t] * coef_t)
-    return -(dense_part + sparse_part).mean()
+    s_nz = (q[occ_t] * e[col_t]).sum(-1)
+    sparse_part = torch.zeros(k, device=dev).index_add_(0, occ_t, s_nz * coef_t)
+    return (lse - dense_part - sparse_part).mean()
 
 
 @register
@@ -205,8 +212,8 @@ class MQSATED(SeqRecModel):
     def ted(self, items: torch.Tensor) -> torch.Tensor:
         occ = items[items != 0]
         e = self.embed.item.weight
-        student = self.kd_dropout(e[occ] * math.sqrt(self.cfg.d)) @ e[1:].T / self.cfg.tau
-        return ted_loss(occ, student, self.transitions, self.cfg.tau)
+        query = self.kd_dropout(e[occ] * math.sqrt(self.cfg.d))
+        return ted_loss(occ, query, e[1:], self.transitions, self.cfg.tau)
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         h = self.encode(batch.items, batch.lengths)

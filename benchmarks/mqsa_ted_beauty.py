@@ -1,0 +1,223 @@
+"""MQSA-TED benchmarks.
+
+Speed / memory (default; CPU, one thread, a few minutes):
+    python benchmarks/mqsa_ted_beauty.py
+  * seconds per training epoch (one full epoch, the official settings of configs/mqsa_ted/) on Beauty and Yelp,
+    MQSA-TED and MQSA without TED (lambda_kd = 0) on Beauty to show the cost of TED;
+  * peak memory (ru_maxrss of a fresh process per dataset: data + transition matrix + model + training steps)
+    on Yelp (20k items) and Taobao (53k items), the first `--mem-batches` batches of an epoch plus, where it fits
+    `--max-tensor-gb`, the epoch's largest batch (most item occurrences: the [occurrences, N] logits dominate).
+  Writes benchmarks/results/mqsa_ted_speed_cpu.json.
+
+Accuracy (same protocol: configs/mqsa_ted/beauty.yaml, history exclusion, best valid NDCG@20 epoch tested):
+    python benchmarks/mqsa_ted_beauty.py --budget-min 60     # CPU: the budget is split over the 4 variants
+    python benchmarks/mqsa_ted_beauty.py --full              # GPU: 200 epochs each (hours on CPU)
+  variants: MQSA-TED (alpha 0.5, lambda 0.1); SASRec (alpha 1, lambda 0: the official code's SASRec block);
+  MQSA without TED (alpha 0.5, lambda 0); SASRec + TED (alpha 1, lambda 0.1).
+  Writes benchmarks/results/mqsa_ted_beauty_budget.json or mqsa_ted_beauty_full.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CONFIGS = ROOT / "configs" / "mqsa_ted"
+VARIANTS = {
+    "mqsa_ted": [],
+    "sasrec": ["model.alpha=1.0", "model.lambda_kd=0.0"],
+    "mqsa": ["model.lambda_kd=0.0"],
+    "sasrec_ted": ["model.alpha=1.0"],
+}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def child(args) -> None:
+    """One measurement in this (fresh) process; prints one JSON line."""
+    import numpy as np
+    import torch
+    torch.set_num_threads(1)
+    from seqrec.config import load_config
+    from seqrec.data.batch import epoch_batches
+    from seqrec.train.trainer import Trainer
+
+    dataset = args.dataset
+    cfg_file = CONFIGS / f"{dataset.lower()}.yaml"
+    overrides = [f"data.dataset={dataset}", "train.threads=1", "train.device=cpu"] + (args.set or [])
+    cfg = load_config(cfg_file if cfg_file.is_file() else CONFIGS / "beauty.yaml", overrides)
+    t0 = time.perf_counter()
+    from seqrec.data.loading import load_dataset
+    data = load_dataset(cfg.data)
+    load_s = time.perf_counter() - t0
+    rss_data = rss_mb()
+    t0 = time.perf_counter()
+    tr = Trainer(cfg, None, quiet=True, data=data)       # builds the split, the model and (prepare) the matrix
+    init_s = time.perf_counter() - t0
+    rss_init = rss_mb()
+    tc = cfg.train
+    batches = epoch_batches(tr.examples.lengths, tc.batch_size, tc.seed, 1, tc.bucket, tc.bucket_factor)
+    occ = np.array([int((tr.examples.lengths[b] - 1).sum()) for b in batches])   # input occurrences per batch
+    out = {"dataset": dataset, "n_items": data.n_items, "users": data.n_users, "overrides": args.set or [],
+           "batches_per_epoch": len(batches), "load_s": round(load_s, 2), "init_s": round(init_s, 2),
+           "transition_nnz": int(tr.model.transitions.nnz) if getattr(tr.model, "transitions", None) is not None
+           else 0, "rss_after_data_mb": round(rss_data, 1), "rss_after_init_mb": round(rss_init, 1),
+           "occurrences_per_batch_mean": float(occ.mean()), "occurrences_per_batch_max": int(occ.max())}
+    tr.model.train()
+
+    def step(idx):
+        batch = tr.make_batch(tr.data.items, tr.examples, idx)
+        tr.model.training_step(batch, tr.optimizers)
+
+    if args.mode == "speed":
+        t0 = time.perf_counter()
+        run = batches if args.batches <= 0 else batches[:args.batches]
+        for idx in run:
+            step(idx)
+        sec = time.perf_counter() - t0
+        # a partial epoch is scaled by item occurrences (the cost is dominated by [occurrences, N] products)
+        frac = occ[:len(run)].sum() / occ.sum()
+        out.update({"timed_batches": len(run), "timed_s": round(sec, 2),
+                    "seconds_per_epoch": round(sec / frac, 2), "full_epoch": len(run) == len(batches)})
+    else:
+        run = list(range(min(args.mem_batches, len(batches))))
+        largest = int(occ.argmax())
+        kxn_gb = occ[largest] * data.n_items * 4 / 2**30
+        out["largest_batch_kxn_tensor_gb"] = round(float(kxn_gb), 2)
+        if kxn_gb <= args.max_tensor_gb:
+            run.append(largest)
+            out["largest_batch_included"] = True
+        else:
+            out["largest_batch_included"] = False
+        t0 = time.perf_counter()
+        for i in run:
+            step(batches[i])
+        out["steps"] = len(run)
+        out["steps_s"] = round(time.perf_counter() - t0, 2)
+        out["max_occurrences_run"] = int(occ[run].max())
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def spawn(mode: str, dataset: str, extra: list[str], **kw) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--dataset", dataset]
+    for k, v in kw.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    for s in extra:
+        cmd += ["--set", s]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+    if p.returncode or not lines:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
+    r = json.loads(lines[-1][7:])
+    print(json.dumps(r), flush=True)
+    return r
+
+
+def provenance(config) -> dict:
+    import torch
+    from seqrec.utils import device_name, git_commit
+    return {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "git_commit": git_commit(),
+            "config": config, "device": device_name("cpu"), "threads": 1,
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def speed(args) -> None:
+    runs = {
+        "beauty_mqsa_ted": spawn("speed", "Beauty", [], batches=args.batches),
+        "beauty_mqsa": spawn("speed", "Beauty", ["model.lambda_kd=0.0"], batches=args.batches),
+        "yelp_mqsa_ted": spawn("speed", "Yelp", [], batches=args.batches),
+        "yelp_memory": spawn("memory", "Yelp", [], mem_batches=args.mem_batches, max_tensor_gb=args.max_tensor_gb),
+        "taobao_memory": spawn("memory", "Taobao", [], mem_batches=args.mem_batches,
+                               max_tensor_gb=args.max_tensor_gb),
+    }
+    summary = {
+        "beauty_seconds_per_epoch": runs["beauty_mqsa_ted"]["seconds_per_epoch"],
+        "beauty_no_ted_seconds_per_epoch": runs["beauty_mqsa"]["seconds_per_epoch"],
+        "yelp_seconds_per_epoch": runs["yelp_mqsa_ted"]["seconds_per_epoch"],
+        "yelp_peak_rss_mb": runs["yelp_memory"]["peak_rss_mb"],
+        "taobao_peak_rss_mb": runs["taobao_memory"]["peak_rss_mb"],
+    }
+    out = {"kind": "speed", "name": "mqsa_ted_speed_cpu",
+           "description": "MQSA-TED training speed (official settings, configs/mqsa_ted/<dataset>.yaml; Taobao uses "
+                          "the Beauty settings) on this CPU with 1 thread, and peak RSS of a fresh process per "
+                          "dataset (data, split, sparse transition matrix, model, Adam, training steps; see runs.*."
+                          "largest_batch_included for whether the epoch's largest batch was among the steps)",
+           "protocol": {"split": "leave-one-out", "train_examples": "sequence (last 50 training items per user)",
+                        "batch_size": 256, "max_len": 50},
+           "summary": summary, "runs": runs, **provenance({"configs": "configs/mqsa_ted/*.yaml"})}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "mqsa_ted_speed_cpu.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+def accuracy(args) -> None:
+    import torch
+    from seqrec.config import load_config
+    from seqrec.train import train
+    full = args.full
+    results = {}
+    per = None if full else args.budget_min * 60 / len(VARIANTS)
+    for name, over in VARIANTS.items():
+        o = list(over) + ([] if full else [f"train.time_budget_s={per}", "train.threads=1", "train.device=cpu"])
+        o += args.set or []
+        cfg = load_config(CONFIGS / "beauty.yaml", o)
+        if not full:
+            torch.set_num_threads(1)
+        results[name] = train(cfg, out_dir=ROOT / "runs" / f"mqsa_ted_bench_{name}", quiet=not args.verbose,
+                              command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]))
+        m = results[name]["metrics"]["test"]
+        print(f"{name}: epochs {results[name]['epochs_run']} test NDCG@20 {m['NDCG@20']:.4f} HR@20 {m['HR@20']:.4f}",
+              flush=True)
+    tag = "full" if full else "budget"
+    out = {"kind": "accuracy", "name": f"mqsa_ted_beauty_{tag}",
+           "description": "MQSA-TED vs SASRec (official block) vs MQSA without TED vs SASRec+TED on Beauty, same "
+                          "protocol" + ("" if full else f", {args.budget_min} min budget split equally"),
+           "summary": {n: r["metrics"]["test"] for n, r in results.items()}, "results": results,
+           **provenance({"base": "configs/mqsa_ted/beauty.yaml", "variants": VARIANTS})}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"mqsa_ted_beauty_{tag}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget-min", type=float, help="accuracy runs on CPU within this many minutes in total")
+    ap.add_argument("--full", action="store_true", help="accuracy runs with the full 200 epochs (GPU)")
+    ap.add_argument("--batches", type=int, default=0, help="speed: batches timed per run (0 = one full epoch)")
+    ap.add_argument("--mem-batches", type=int, default=5, help="memory: batches run from the epoch's start")
+    ap.add_argument("--max-tensor-gb", type=float, default=1.5,
+                    help="memory: also run the largest batch if its [occurrences, N] float32 tensor is at most this")
+    ap.add_argument("--set", action="append", help="config override (repeatable)")
+    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--child", choices=["speed", "memory"], help=argparse.SUPPRESS)
+    ap.add_argument("--dataset", default="Beauty", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        args.mode = args.child
+        child(args)
+    elif args.full or args.budget_min:
+        accuracy(args)
+    else:
+        speed(args)
+
+
+if __name__ == "__main__":
+    main()
