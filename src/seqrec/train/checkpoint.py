@@ -38,7 +38,8 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file
-        raise SeqrecError(f"{path}: not a readable seqrec checkpoint ({type(e).__name__}: {e})") from None
+        raise SeqrecError(f"{path}: not a readable seqrec checkpoint "
+                          f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]})") from None
 
 
 def model_from_checkpoint(path: str | Path):
