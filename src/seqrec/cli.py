@@ -33,7 +33,7 @@ def cmd_train(args) -> int:
     out = args.out
     if out is None:
         out = f"runs/{cfg.model.name}_{Path(cfg.data.dataset).stem}_{time.strftime('%Y%m%d-%H%M%S')}"
-    command = "seqrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "seqrec " + " ".join(shlex.quote(str(a)) for a in args.argv)
     trainer = Trainer(cfg, out, quiet=args.quiet, resume=args.resume, command=command)
     result = trainer.fit()
     if trainer.dist.is_main:
@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:            # `seqrec` alone: the main job
         args = parser.parse_args(["train", *(argv or [])])
+    args.argv = list(sys.argv[1:] if argv is None else argv)    # the command line recorded in result.json
     try:
         return COMMANDS[args.command](args)
     except SeqrecError as e:

@@ -1,0 +1,155 @@
+"""The command line, in-process through seqrec.cli.main and once through the installed `seqrec` executable:
+train -> evaluate -> recommend, data stats / check, and user errors (exit 2, one line, no traceback)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY
+from seqrec.cli import main
+
+SETS = [a for s in TINY for a in ("--set", s)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    rc = main(["train", *SETS, "--set", "train.max_epochs=2", "--out", str(out), "--quiet"])
+    assert rc == 0
+    return out
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_train_writes_outputs(trained):
+    for name in ("result.json", "metrics.jsonl", "best.pt", "last.pt"):
+        assert (trained / name).is_file(), name
+    r = json.loads((trained / "result.json").read_text())
+    assert r["epochs_run"] == 2 and r["config"]["data"]["synthetic_users"] == 200
+    assert r["command"].startswith("seqrec train")
+
+
+def test_train_prints_metrics_and_baseline(tmp_path, capsys):
+    rc, out, err = run(capsys, "train", *SETS, "--set", "train.max_epochs=1", "--out", tmp_path / "r")
+    assert rc == 0
+    assert "popularity baseline" in err
+    assert "test" in out and "NDCG@10" in out and "result.json" in out
+
+
+def test_evaluate_json_matches_result(trained, capsys):
+    rc, out, err = run(capsys, "evaluate", trained / "best.pt", "--split", "test", "--json")
+    assert rc == 0, err
+    got = json.loads(out)
+    want = json.loads((trained / "result.json").read_text())["metrics"]["test"]
+    assert got["split"] == "test" and got["exclude"] == "none" and got["users"] == 200
+    assert got["metrics"] == pytest.approx(want, abs=1e-12)
+    rc, out, _ = run(capsys, "evaluate", trained / "best.pt", "--split", "valid", "--exclude", "history", "--json")
+    assert rc == 0 and json.loads(out)["exclude"] == "history"
+
+
+def test_recommend_json(trained, capsys):
+    rc, out, err = run(capsys, "recommend", trained / "best.pt", "--history", "1 2 3", "-k", "5", "--json")
+    assert rc == 0, err
+    recs = json.loads(out)
+    items = [r["item"] for r in recs]
+    scores = [r["score"] for r in recs]
+    assert len(items) == 5 == len(set(items))
+    assert all(1 <= i <= 60 for i in items)
+    assert scores == sorted(scores, reverse=True)
+    # the same top 5 as scoring the history with the checkpoint's model directly
+    from seqrec.data.batch import history_batch
+    from seqrec.train.checkpoint import model_from_checkpoint
+    model, _, _ = model_from_checkpoint(trained / "best.pt")
+    with torch.no_grad():
+        s = model.score(history_batch(np.array([1, 2, 3]), np.array([0]), np.array([3]), model.history_len))[0]
+    assert items == torch.topk(s, 5).indices.tolist()
+    # --exclude-history leaves the history's items out
+    rc, out, _ = run(capsys, "recommend", trained / "best.pt", "--history", "1,2,3", "-k", "59",
+                     "--exclude-history", "--json")
+    got = [r["item"] for r in json.loads(out)]
+    assert rc == 0 and len(got) == 57 and not {1, 2, 3} & set(got)
+
+
+@pytest.fixture
+def small_file(tmp_path):
+    p = tmp_path / "tiny.txt"
+    p.write_text("1 1 2 3 4\n2 2 3 5\n3 4 4\n")
+    return p
+
+
+def test_data_stats(small_file, capsys):
+    rc, out, err = run(capsys, "data", "stats", small_file, "--json")
+    assert rc == 0, err
+    s = json.loads(out)
+    assert (s["users"], s["items"], s["interactions"], s["length_max"], s["short_users"]) == (3, 5, 9, 4, 1)
+    assert s["users_with_repeats"] == 1
+    rc, out, _ = run(capsys, "data", "stats", small_file)
+    assert rc == 0 and "3" in out
+
+
+def test_data_check(small_file, capsys):
+    rc, out, err = run(capsys, "data", "check", small_file)
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("note:") and "3 users" in lines[0]
+    assert any(line.startswith("warning:") and "1" in line for line in lines)        # the short user
+
+
+def assert_user_error(rc: int, out: str, err: str, *parts: str) -> None:
+    assert rc == 2
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("seqrec: error:"), err
+    for p in parts:
+        assert p in lines[0], f"{p!r} not in {lines[0]!r}"
+
+
+def test_error_missing_config_file(tmp_path, capsys):
+    assert_user_error(*run(capsys, "train", "--config", tmp_path / "nope.yaml", "--out", tmp_path / "o"),
+                      "nope.yaml", "not found")
+
+
+def test_error_unknown_key(tmp_path, capsys):
+    assert_user_error(*run(capsys, "train", "--set", "train.lrr=0.1", "--out", tmp_path / "o"),
+                      "'lrr'", "valid keys", "lr")
+
+
+def test_error_bad_set(tmp_path, capsys):
+    assert_user_error(*run(capsys, "train", "--set", "train.lr", "--out", tmp_path / "o"), "KEY=VALUE")
+    assert_user_error(*run(capsys, "train", "--set", "train.lr=-1", "--out", tmp_path / "o"), "train.lr", "-1")
+
+
+def test_error_bad_history_token(trained, capsys):
+    assert_user_error(*run(capsys, "recommend", trained / "best.pt", "--history", "1 x 3"), "'x'", "--history")
+    assert_user_error(*run(capsys, "recommend", trained / "best.pt", "--history", "1 999"), "999", "1..60")
+
+
+def test_error_missing_checkpoint(tmp_path, capsys):
+    assert_user_error(*run(capsys, "evaluate", tmp_path / "nope.pt"), "nope.pt", "not found")
+    assert_user_error(*run(capsys, "recommend", tmp_path / "nope.pt", "--history", "1"), "nope.pt")
+
+
+def test_error_not_a_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "junk.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert_user_error(*run(capsys, "evaluate", bad), "junk.pt")
+
+
+def test_executable_exits_2_on_user_error(trained):
+    exe = shutil.which("seqrec") or str(Path(sys.executable).parent / "seqrec")
+    if not Path(exe).exists():
+        pytest.skip("the seqrec executable is not installed")
+    p = subprocess.run([exe, "recommend", str(trained / "best.pt"), "--history", "1 2 x"], capture_output=True,
+                       text=True, timeout=120)
+    assert_user_error(p.returncode, p.stdout, p.stderr, "'x'")
