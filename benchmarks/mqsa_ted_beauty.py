@@ -134,7 +134,8 @@ def provenance(config) -> dict:
     from seqrec.utils import device_name, git_commit
     return {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "git_commit": git_commit(),
             "config": config, "device": device_name("cpu"), "threads": 1,
-            "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "load_average_at_end": list(os.getloadavg())}   # the machine is shared: timings depend on it
 
 
 def speed(args) -> None:
