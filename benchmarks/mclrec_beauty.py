@@ -47,10 +47,10 @@ def make_config(model: str, examples: str, overrides: list[str]):
         raw = yaml.safe_load((ROOT / "configs/mclrec/beauty.yaml").read_text())
         raw["model"] = {k: v for k, v in raw["model"].items() if k in SASREC_KEYS}
         raw["model"]["name"] = "sasrec"
-        tmp = RESULTS / ".sasrec_beauty_from_mclrec.yaml"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(yaml.safe_dump(raw))
-        path = tmp
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(yaml.safe_dump(raw))
+        path = Path(f.name)
     else:
         path = ROOT / f"configs/{model}/beauty.yaml"
     return load_config(path, overrides=[f"train.examples={examples}", *overrides])
