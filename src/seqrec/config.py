@@ -118,6 +118,9 @@ class TrainConfig:
     """First epoch (1-based) at which validation runs."""
     time_budget_s: float | None = None
     """Stop training when this many seconds of wall time have passed (the best checkpoint is then tested)."""
+    track_test: bool = False
+    """Also evaluate the test split at every validation and log it (reporting only, e.g. time-to-quality
+    benchmarks; selection always uses validation)."""
     seed: int = 2020
     """Seed for weights, data order, masking, augmentation and dropout."""
     threads: int | None = None

@@ -17,8 +17,11 @@ def cross_entropy_at_targets(hidden: torch.Tensor, targets: torch.Tensor,
     sel = targets > 0
     if not bool(sel.any()):
         return hidden.sum() * 0.0
-    logits = logits_fn(hidden[sel])
-    return F.cross_entropy(logits[:, 1:].float(), targets[sel] - 1)
+    logits = logits_fn(hidden[sel]).float()
+    # padding is not a class: -inf in place on the fresh logits (cheaper than slicing off the column, which made
+    # cross_entropy copy the whole [K, n_items] matrix)
+    logits[:, 0] = float("-inf")
+    return F.cross_entropy(logits, targets[sel])
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float = 1.0,

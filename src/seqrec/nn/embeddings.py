@@ -6,6 +6,8 @@ import math
 import torch
 from torch import nn
 
+from seqrec.nn.dropout import Dropout
+
 
 def position_ids(lengths: torch.Tensor, width: int, max_len: int, from_end: bool) -> torch.Tensor:
     """[B, width] position ids of right-padded rows.
@@ -34,7 +36,7 @@ class SequenceEmbedding(nn.Module):
         self.item = nn.Embedding(n_tokens, d, padding_idx=0)
         self.position = nn.Embedding(max_len, d)
         self.norm = nn.LayerNorm(d, eps=ln_eps) if layer_norm else nn.Identity()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.scale = math.sqrt(d) if scale_by_sqrt_d else 1.0
         self.max_len = max_len
         self.positions_from_end = positions_from_end

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqrec.nn.dropout import Dropout
+
 from seqrec.nn.attention import MultiHeadAttention, attention_mask
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
@@ -15,7 +17,7 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(d, inner)
         self.act = ACTIVATIONS[activation]()
         self.fc2 = nn.Linear(inner, d)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.dropout(self.act(self.fc1(x))))
@@ -36,8 +38,8 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(d, inner, dropout, activation)
         self.norm1 = nn.LayerNorm(d, eps=ln_eps)
         self.norm2 = nn.LayerNorm(d, eps=ln_eps)
-        self.drop1 = nn.Dropout(dropout)
-        self.drop2 = nn.Dropout(dropout)
+        self.drop1 = Dropout(dropout)
+        self.drop2 = Dropout(dropout)
         self.norm_first = norm_first
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:

@@ -106,6 +106,7 @@ class Trainer:
         self.bad_validations = 0
         self.history: list[dict] = []
         self.elapsed_before = 0.0      # training wall time spent before a resume
+        self.tracking_seconds = 0.0    # time spent on train.track_test evaluations (excluded from elapsed)
         self.stopped_by = "max_epochs"
         self.best_state = None
         if resume:
@@ -113,7 +114,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------------
     def elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.t_start
+        """Wall seconds of this run so far (across resumes), without train.track_test evaluations."""
+        return self.elapsed_before + time.perf_counter() - self.t_start - self.tracking_seconds
 
     def train_epoch(self, epoch: int) -> dict:
         tc = self.cfg.train
@@ -162,6 +164,10 @@ class Trainer:
                 val = self.validate("valid")
                 record["valid"] = val["metrics"]
                 record["eval_seconds"] = round(val["seconds"], 3)
+                if tc.track_test:        # reported only; never used for selection, its time not counted
+                    t_track = time.perf_counter()
+                    record["test"] = self.validate("test")["metrics"]
+                    self.tracking_seconds += time.perf_counter() - t_track
                 value = val["metrics"][self.metric_name] if self.metric_name in val["metrics"] else \
                     self._metric_missing()
                 if value > self.best_metric:
