@@ -128,6 +128,25 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="JSON HTTP service: GET /recommend?history=1,2,3&k=10, POST /recommend")
+    p.add_argument("checkpoint")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+
+
+def cmd_serve(args) -> int:
+    from seqrec.serve import Recommender
+    from seqrec.serve.http import make_server
+    server = make_server(Recommender.from_checkpoint(args.checkpoint), args.host, args.port)
+    print(f"serving {args.checkpoint} on http://{args.host}:{server.server_port} (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 def _add_data(sub) -> None:
     p = sub.add_parser("data", help="inspect a dataset")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
@@ -172,13 +191,13 @@ def cmd_results(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend, "data": cmd_data,
-            "results": cmd_results}
+            "results": cmd_results, "serve": cmd_serve}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqrec", description="Sequential recommendation: train, evaluate, serve.")
     sub = parser.add_subparsers(dest="command")
-    for add in (_add_train, _add_evaluate, _add_recommend, _add_data, _add_results):
+    for add in (_add_train, _add_evaluate, _add_recommend, _add_serve, _add_data, _add_results):
         add(sub)
     return parser
 
