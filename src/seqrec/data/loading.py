@@ -66,7 +66,9 @@ def read_data_file(path: str | Path, fmt: str = "auto", attributes: str | Path |
         raise DataError(f"{path}: unknown format {fmt!r}; valid formats: auto, {', '.join(FORMATS)}")
     if fmt == "auto":
         if not path.exists():
-            raise DataError(f"{path}: file not found (and not a known dataset name or 'synthetic')")
+            from seqrec.data.known import KNOWN_DATASETS
+            raise DataError(f"{path}: file not found, and not a known dataset name (valid: "
+                            f"{', '.join(KNOWN_DATASETS)}) or 'synthetic'")
         fmt = detect_format(path)
     if fmt == "s3rec":
         if k_core:

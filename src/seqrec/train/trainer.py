@@ -78,6 +78,11 @@ class Trainer:
             data = load_dataset(cfg.data)
         self.data = data
         self.split = leave_one_out(data, cfg.data.short_users)
+        if self.split.n_short_users:
+            self.progress.end_epoch(
+                f"note: {self.split.n_short_users} users have fewer than 3 interactions and are not evaluated "
+                f"(data.short_users={cfg.data.short_users}: "
+                f"{'their items are used for training' if cfg.data.short_users == 'train_only' else 'dropped'})")
         self.info = DatasetInfo(data.n_items, data.attributes)
         self.model = build_model(cfg.model, self.info).to(self.device)
         self.model.prepare(self.split)          # training-data statistics some models need (no-op by default)
