@@ -88,11 +88,7 @@ class CL4SRec(SASRec):
         allowed = attention_mask(items != 0, causal=True)
         empty = ~allowed.any(dim=-1, keepdim=True)
         mask = allowed | (empty & attention_mask(inside, causal=True))
-        x = self.embed(items, lengths)
-        keep = inside.unsqueeze(-1).to(x.dtype)
-        for block in self.encoder.blocks:
-            x = block(x, mask) * keep
-        return x
+        return self.encoder(self.embed(items, lengths), inside, attn_mask=mask)
 
     def encode_with_views(self, batch, views: Views, original: bool = True
                           ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:

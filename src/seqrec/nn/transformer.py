@@ -63,9 +63,11 @@ class TransformerEncoder(nn.Module):
                                                      norm_first, ln_eps) for _ in range(n_layers))
         self.causal = causal
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        """x [B, T, d], padding [B, T] True at real items."""
-        mask = attention_mask(padding, self.causal)
+    def forward(self, x: torch.Tensor, padding: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, d], padding [B, T] True at positions whose outputs are kept (real items).
+        attn_mask [B, 1, T, T] (True = may attend) replaces the default padding (+ causal) mask, e.g. for
+        CL4SRec's masked views whose hidden items are not keys but keep their outputs."""
+        mask = attention_mask(padding, self.causal) if attn_mask is None else attn_mask
         keep = padding.unsqueeze(-1).to(x.dtype)
         for block in self.blocks:
             x = block(x, mask) * keep
