@@ -20,6 +20,7 @@ DEFAULT_CONFIG = str(Path(__file__).resolve().parent / "configs" / "default.yaml
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model (default: SASRec on the embedded synthetic dataset)",
                        description="Train, keep the best-validation checkpoint, test it and write result.json.")
+    p.add_argument("config_file", nargs="?", metavar="CONFIG", help="YAML config (same as --config)")
     p.add_argument("--config", "-c", help="YAML config (sections data, model, train, eval); default: "
                    "SASRec on the embedded synthetic dataset (seqrec/configs/default.yaml)")
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -33,7 +34,9 @@ def _add_train(sub) -> None:
 def cmd_train(args) -> int:
     from seqrec.config import load_config
     from seqrec.train import Trainer
-    cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+    if args.config and args.config_file:
+        raise SeqrecError("give the config once: either CONFIG or --config")
+    cfg = load_config(args.config or args.config_file or DEFAULT_CONFIG, args.overrides)
     out = args.out
     if out is None:
         out = f"runs/{cfg.model.name}_{Path(cfg.data.dataset).stem}_{time.strftime('%Y%m%d-%H%M%S')}"
