@@ -94,7 +94,7 @@ def naive_terms(model, batch, seed, attrs: ItemAttributes):
             losses = []
             for r, t in rows:
                 z = model.members[k].item_logits(hv[k][r][t]).double()[1:]
-                losses.append(float(-(z - torch.logsumexp(z, 0))[labels[r, t] - 1]))
+                losses.append(float(-(z - torch.logsumexp(z, 0))[labels[r, t] - 1].detach()))
             ce += sum(losses) / len(losses)
         for a, c in itertools.combinations(range(n), 2):
             vals = []
