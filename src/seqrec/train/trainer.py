@@ -71,6 +71,10 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.progress = Progress(enabled=not quiet and self.dist.is_main)
+        if tc.amp and self.device.type != "cuda":
+            from seqrec.errors import ConfigError
+            raise ConfigError("train.amp: bfloat16 autocast is for CUDA devices; on a CPU without bfloat16 units it "
+                              "is emulated and many times slower (measured ~30x here); set train.amp=false")
         seed_everything(tc.seed)
 
         if data is None:
