@@ -131,8 +131,12 @@ class Trainer:
         self.model.train()
         batches = epoch_batches(self.examples.lengths, tc.batch_size, tc.seed, epoch, tc.bucket, tc.bucket_factor,
                                 self.dist.rank, self.dist.world_size)
-        sums: dict[str, float] = {}
-        n_examples = 0
+        # loss terms are summed on the device and read back (a sync) every step on a CPU, but only every
+        # `sync_every` steps on a GPU, where each read would stall the queue
+        sync_every = 1 if self.device.type == "cpu" else 25
+        sums: dict[str, torch.Tensor] = {}
+        means: dict[str, float] = {}
+        n_examples, last_checked = 0, 0
         t0 = time.perf_counter()
         amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if tc.amp else contextlib.nullcontext()
         budget_hit = False
@@ -140,20 +144,25 @@ class Trainer:
             batch = self.make_batch(self.data.items, self.examples, idx).to(self.device, non_blocking=True)
             with amp:
                 terms = self.model.training_step(batch, self.optimizers, forward=self.forward, clip=tc.grad_clip)
-            loss = float(terms["loss"].detach())
-            if not math.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss} at epoch {epoch}, batch {step}; lower train.lr, "
-                                       f"set train.grad_clip, or check the data")
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+                sums[k] = sums.get(k, 0.0) + v.detach().float() * len(idx)
             n_examples += len(idx)
-            self.progress.update(epoch, step, len(batches), {k: v / n_examples for k, v in sums.items()},
-                                 n_examples, t0)
+            if step % sync_every == 0 or step == len(batches):
+                values = dict(zip(sums, torch.stack(list(sums.values())).tolist()))
+                if not math.isfinite(values["loss"]):
+                    where = f"batch {step}" if step - last_checked == 1 else f"batches {last_checked + 1}-{step}"
+                    raise TrainingDiverged(f"loss became {values['loss'] / n_examples} at epoch {epoch}, {where}; "
+                                           f"lower train.lr, set train.grad_clip, or check the data")
+                last_checked = step
+                means = {k: v / n_examples for k, v in values.items()}
+                self.progress.update(epoch, step, len(batches), means, n_examples, t0)
             if tc.time_budget_s is not None and any_rank(self.elapsed() > tc.time_budget_s, self.dist):
                 budget_hit = True
                 break
         seconds = time.perf_counter() - t0
-        return {"terms": {k: v / max(n_examples, 1) for k, v in sums.items()}, "seconds": seconds,
+        if sums and step != last_checked:       # stopped by the budget between two reads
+            means = {k: v / n_examples for k, v in zip(sums, torch.stack(list(sums.values())).tolist())}
+        return {"terms": means, "seconds": seconds,
                 "examples": n_examples, "batches": step if batches else 0, "budget_hit": budget_hit}
 
     def validate(self, which: str = "valid") -> dict:
