@@ -125,7 +125,7 @@ def test_cl4srec_ce_term_equals_sasrec_loss():
     bt = batch(prefix=False)
     terms = m.loss(bt)
     assert float(terms["ce"]) == pytest.approx(float(s.loss(bt)["ce"]), rel=1e-5)
-    assert float(terms["loss"]) == pytest.approx(float(terms["ce"] + 0.1 * terms["cl1"]), rel=1e-5)
+    assert float(terms["loss"].detach()) == pytest.approx(float(terms["ce"] + 0.1 * terms["cl1"]), rel=1e-5)
 
 
 def test_cl4srec_views_loss_matches_separate_encodes():
@@ -212,10 +212,10 @@ def test_augmenter_loss_is_cl2_plus_weighted_reg():
     assert torch.allclose(z1.norm(dim=1), torch.ones(8), atol=1e-5)
     pairs = ((h1, z2), (h2, z1), (z1, z2))
     ref = sum(info_nce(a, b) for a, b in pairs) + 0.1 * sum(contrastive_margin_regularizer(a, b) for a, b in pairs)
-    assert float(out["loss"]) == pytest.approx(float(ref), rel=1e-5)
+    assert float(out["loss"].detach()) == pytest.approx(float(ref), rel=1e-5)
     enc = m.loss(bt, views)
     ce = m.ce_loss(m.encode_with_views(bt, views)[0], bt)
-    assert float(enc["loss"]) == pytest.approx(float(ce + 0.5 * ref), rel=1e-5)   # lambda 0 by default
+    assert float(enc["loss"].detach()) == pytest.approx(float(ce + 0.5 * ref), rel=1e-5)   # lambda 0 by default
 
 
 def test_joint_variant_updates_both_in_one_step():
