@@ -71,7 +71,9 @@ def render(results: list[tuple[str, dict]], folder: str) -> str:
             summary = r.get("summary", {})
             if summary:
                 lines += ["| quantity | value |", "| --- | --- |"]
-                lines += [f"| {k} | {_fmt(v)} |" for k, v in summary.items()]
+                for k, v in summary.items():        # one level of nesting (e.g. per-variant metrics) is flattened
+                    items = v.items() if isinstance(v, dict) else [(None, v)]
+                    lines += [f"| {k}{'' if sub is None else ' ' + sub} | {_fmt(x)} |" for sub, x in items]
             lines += ["", f"device {r.get('device', '?')}, threads {r.get('threads', '?')}, "
                           f"date {str(r.get('date', ''))[:10]}, commit {str(r.get('git_commit', ''))[:8]}, "
                           f"command `{r.get('command', '?')}`", ""]
