@@ -76,7 +76,7 @@ def test_malformed_set(override):
 
 
 def test_set_overrides_parse_types():
-    cfg = load_config(None, ["train.lr=0.002", "train.max_epochs=7", "train.bucket=false", "eval.ks=[1, 3]",
+    cfg = load_config(None, ["train.lr=0.002", "train.max_epochs=7", "train.bucket=false", "eval.ks=[1, 3]", "train.metric=HR@3",
                              "train.grad_clip=5", "train.time_budget_s=1e2", "data.dataset=Beauty",
                              "train.threads=null", "model.dropout=0.25", "eval.exclude=history", "train.lr=1e-3"])
     assert cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float)             # the last --set wins
@@ -148,3 +148,10 @@ def test_defaults_are_valid():
     cfg = Config()
     cfg.validate()
     assert cfg.model.name == "sasrec"
+
+
+def test_selection_metric_must_be_computed():
+    # the check is part of the config, so a run fails before training rather than after its first epoch
+    with pytest.raises(ConfigError, match=r"train.metric: NDCG@50 is not computed; add 50 to eval.ks"):
+        load_config(None, ["train.metric=NDCG@50"])
+    assert load_config(None, ["train.metric=NDCG@50", "eval.ks=[10, 50]"]).train.metric == "NDCG@50"

@@ -194,6 +194,11 @@ class Config:
         self.model.validate()
         self.train.validate()
         self.eval.validate()
+        from seqrec.eval.metrics import parse_metric_name
+        _, k = parse_metric_name(self.train.metric, where="train.metric")
+        if k not in self.eval.ks:
+            raise ConfigError(f"train.metric: {self.train.metric} is not computed; add {k} to eval.ks "
+                              f"(now {self.eval.ks})")
 
     def to_dict(self) -> dict:
         return to_plain(self)

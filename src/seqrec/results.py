@@ -60,7 +60,8 @@ def render(results: list[tuple[str, dict]], folder: str) -> str:
         lines += ["", "'published bar reached at': seconds of training (per-epoch test tracking excluded) until the "
                   "best-validation checkpoint first reached the paper's numbers for that model (the benchmark's "
                   "`published` field).", ""]
-    other = [(n, r) for n, r in results if (n, r) not in acc]
+    acc_names = {n for n, _ in acc}
+    other = [(n, r) for n, r in results if n not in acc_names]
     if other:
         lines += ["## Speed and other measurements", ""]
         for n, r in other:

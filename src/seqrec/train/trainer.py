@@ -28,7 +28,6 @@ from seqrec.data.batch import build_examples, causal_batch, epoch_batches, span_
 from seqrec.data.dataset import leave_one_out
 from seqrec.errors import TrainingDiverged
 from seqrec.eval.evaluator import evaluate
-from seqrec.eval.metrics import parse_metric_name
 from seqrec.models import DatasetInfo, build_model
 from seqrec.train.checkpoint import info_to_plain, load_checkpoint, save_checkpoint
 from seqrec.train.distributed import any_rank, barrier, cleanup, setup_distributed
@@ -106,7 +105,6 @@ class Trainer:
         if tc.compile:
             self.forward = torch.compile(self.forward)
         self.metric_name = tc.metric
-        parse_metric_name(tc.metric)
 
         # loop state (all of it is checkpointed)
         self.epoch = 0
@@ -186,8 +184,7 @@ class Trainer:
                     t_track = time.perf_counter()
                     record["test"] = self.validate("test")["metrics"]
                     self.tracking_seconds += time.perf_counter() - t_track
-                value = val["metrics"][self.metric_name] if self.metric_name in val["metrics"] else \
-                    self._metric_missing()
+                value = val["metrics"][self.metric_name]        # its K is in eval.ks (Config.validate)
                 if value > self.best_metric:
                     self.best_metric, self.best_epoch, self.bad_validations = value, self.epoch, 0
                     self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -227,11 +224,6 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------------------------------------------
-    def _metric_missing(self):
-        from seqrec.errors import ConfigError
-        raise ConfigError(f"train.metric: {self.metric_name} is not computed; add its K to eval.ks "
-                          f"(now {self.cfg.eval.ks})")
-
     def _log_epoch(self, record: dict) -> None:
         line = f"epoch {record['epoch']}: " + " ".join(f"{k} {v:.4f}" for k, v in record["train"].items())
         line += f" | {record['train_seconds']:.1f}s {record['examples_per_s']:,.0f} ex/s"
