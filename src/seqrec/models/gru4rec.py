@@ -9,6 +9,7 @@ from torch import nn
 
 from seqrec.losses import cross_entropy_at_targets
 from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, last_position
+from seqrec.nn import Dropout
 
 
 @dataclass
@@ -32,7 +33,7 @@ class GRU4Rec(SeqRecModel):
     def __init__(self, cfg: GRU4RecConfig, info: DatasetInfo):
         super().__init__(cfg, info)
         self.item = nn.Embedding(info.n_items + 1, cfg.d, padding_idx=0)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.gru = nn.GRU(cfg.d, cfg.hidden, cfg.layers, batch_first=True, bias=False)
         self.proj = nn.Linear(cfg.hidden, cfg.d)
         nn.init.xavier_normal_(self.item.weight)

@@ -31,7 +31,7 @@ from seqrec.config import check_range
 from seqrec.losses import cross_entropy_at_targets
 from seqrec.models import register
 from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, last_position
-from seqrec.nn import SequenceEmbedding, attention_mask
+from seqrec.nn import Dropout, SequenceEmbedding, attention_mask
 from seqrec.nn.windowed import MQSABlock, window_mean
 
 
@@ -162,7 +162,7 @@ class MQSATED(SeqRecModel):
         self.alpha = float(cfg.alpha)
         self.short = Tower(cfg, 1) if cfg.alpha > 0 else None
         self.long = Tower(cfg, cfg.window) if cfg.alpha < 1 else None
-        self.kd_dropout = nn.Dropout(cfg.dropout)
+        self.kd_dropout = Dropout(cfg.dropout)
         self.transitions = None          # scipy CSR, set by prepare(); not part of the state_dict
         self._init_weights(cfg.init_std)
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqrec.nn.attention import MultiHeadAttention
+from seqrec.nn.dropout import Dropout
 from seqrec.nn.transformer import FeedForward
 
 
@@ -53,7 +54,7 @@ class MQSABlock(nn.Module):
         self.attn = MultiHeadAttention(d, heads, attn_dropout, bias=True, out_proj=False)
         self.norm_o = nn.LayerNorm(d, eps=ln_eps)
         self.ffn = FeedForward(d, inner or d, dropout, "relu")
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor,
                 query: torch.Tensor | None = None) -> torch.Tensor:
