@@ -20,7 +20,6 @@ and --examples prefix (faithful, default) or sequence (one row per user, all pos
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path

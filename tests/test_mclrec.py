@@ -1,6 +1,5 @@
 """CL4SRec / MCLRec: losses against naive loops, the masked-view encoder, the three-step update, switches, configs
 and a short training run on synthetic data."""
-import copy
 import glob
 import math
 
@@ -15,7 +14,6 @@ from seqrec.eval.baselines import Popularity
 from seqrec.eval.evaluator import evaluate
 from seqrec.losses import contrastive_margin_regularizer, info_nce
 from seqrec.models import DatasetInfo, build_model, model_config_from_dict
-from seqrec.models.mclrec import MCLRec
 
 torch.set_num_threads(1)
 N_ITEMS = 40

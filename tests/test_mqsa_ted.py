@@ -2,7 +2,6 @@
 Every reference below is an independent naive implementation (Python loops over rows / positions)."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

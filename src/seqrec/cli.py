@@ -49,7 +49,7 @@ def cmd_train(args) -> int:
             from seqrec.eval.evaluator import evaluate
             pop = evaluate(Popularity(trainer.split, trainer.model.history_len), trainer.split, "test",
                            cfg.eval.exclude, cfg.eval.ks, cfg.eval.batch_size)
-            print(f"popularity baseline, test: " + " ".join(f"{k} {v:.4f}" for k, v in pop["metrics"].items()),
+            print("popularity baseline, test: " + " ".join(f"{k} {v:.4f}" for k, v in pop["metrics"].items()),
                   file=sys.stderr)
         _print_metrics(result)
         print(f"wrote {out}/result.json, {out}/metrics.jsonl, {out}/best.pt")

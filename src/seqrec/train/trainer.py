@@ -218,7 +218,7 @@ class Trainer:
             atomic_write_json(self.out / "result.json", result)
         if self.progress.enabled:
             self.progress.end_epoch(f"best epoch {self.best_epoch}: valid " + _fmt(val["metrics"]))
-            self.progress.end_epoch(f"test: " + _fmt(test["metrics"]))
+            self.progress.end_epoch("test: " + _fmt(test["metrics"]))
         barrier(self.dist)
         cleanup(self.dist)
         return result
