@@ -38,7 +38,7 @@ def overrides_for(model: str, args) -> list[str]:
     common = [f"train.threads={args.threads}", f"train.device={args.device}", f"train.seed={args.seed}"]
     if not args.full:
         common += [f"train.time_budget_s={args.budget_min * 60}", "train.eval_start=1",
-                   f"train.eval_every={args.eval_every}"]
+                   f"train.eval_every={args.eval_every}", f"train.patience={args.patience}"]
     width = [] if args.full else [f"model.d={args.d}", f"model.inner={4 * args.d}"]
     if model == "emkd":
         return common + width
@@ -54,7 +54,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=2020)
     ap.add_argument("--eval-every", type=int, default=1)
-    ap.add_argument("--models", default="emkd,bert4rec")
+    ap.add_argument("--patience", type=int, default=0,
+                    help="budget mode: stop a model after this many evaluations without a better valid NDCG@10 "
+                         "(0 = train for the whole budget); the best-validation epoch is tested either way")
+    ap.add_argument("--models", default="emkd,bert4rec", help="comma-separated; one per process runs them in parallel")
     ap.add_argument("--smoke", action="store_true", help="name the result files smoke_* (not results)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -173,10 +173,17 @@ def accuracy(args) -> None:
     from seqrec.config import load_config
     from seqrec.train import train
     full = args.full
+    names = list(VARIANTS) if not args.variants else args.variants.split(",")
+    for name in names:
+        if name not in VARIANTS:
+            raise SystemExit(f"--variants: unknown variant {name!r}; valid: {', '.join(VARIANTS)}")
     results = {}
+    # the budget is always split over all four variants, so runs of subsets (one process per core) give each
+    # variant the same budget as a single sequential run would
     per = None if full else args.budget_min * 60 / len(VARIANTS)
-    for name, over in VARIANTS.items():
-        o = list(over) + ([] if full else [f"train.time_budget_s={per}", "train.threads=1", "train.device=cpu"])
+    for name in names:
+        o = list(VARIANTS[name]) + ([] if full else [f"train.time_budget_s={per}", "train.threads=1",
+                                                     "train.device=cpu"])
         o += args.set or []
         cfg = load_config(CONFIGS / "beauty.yaml", o)
         if not full:
@@ -186,16 +193,50 @@ def accuracy(args) -> None:
         m = results[name]["metrics"]["test"]
         print(f"{name}: epochs {results[name]['epochs_run']} test NDCG@20 {m['NDCG@20']:.4f} HR@20 {m['HR@20']:.4f}",
               flush=True)
-    tag = "full" if full else "budget"
+    tag = "full" if full else f"budget{args.budget_min:g}m"
+    if names != list(VARIANTS):
+        # a part of the comparison: one file per variant, joined by --combine
+        for name in names:
+            write_json(RESULTS / f"mqsa_ted_beauty_{tag}_part_{name}.json", {
+                "kind": "accuracy_part", "variant": name, "budget_min_total": args.budget_min,
+                "result": results[name], **provenance({"base": "configs/mqsa_ted/beauty.yaml",
+                                                       "variant": VARIANTS[name]})})
+        return
+    write_comparison(args, tag, results, per_variant_provenance=None)
+
+
+def write_json(path: Path, obj) -> None:
+    from seqrec.utils import atomic_write_json
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, obj)
+    print(f"wrote {path}")
+
+
+def write_comparison(args, tag: str, results: dict, per_variant_provenance) -> None:
+    full = args.full
     out = {"kind": "accuracy", "name": f"mqsa_ted_beauty_{tag}",
            "description": "MQSA-TED vs SASRec (official block) vs MQSA without TED vs SASRec+TED on Beauty, same "
-                          "protocol" + ("" if full else f", {args.budget_min} min budget split equally"),
+                          "protocol" + ("" if full else f", {args.budget_min:g} min budget split equally"),
            "summary": {n: r["metrics"]["test"] for n, r in results.items()}, "results": results,
            **provenance({"base": "configs/mqsa_ted/beauty.yaml", "variants": VARIANTS})}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"mqsa_ted_beauty_{tag}.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {path}")
+    if per_variant_provenance:
+        out["parts"] = per_variant_provenance
+    write_json(RESULTS / f"mqsa_ted_beauty_{tag}.json", out)
+
+
+def combine(args) -> None:
+    """Join the per-variant part files of one budget into the comparison file (then removes the parts)."""
+    tag = f"budget{args.budget_min:g}m"
+    parts = {n: RESULTS / f"mqsa_ted_beauty_{tag}_part_{n}.json" for n in VARIANTS}
+    missing = [str(p) for p in parts.values() if not p.exists()]
+    if missing:
+        raise SystemExit("--combine: missing part files: " + ", ".join(missing))
+    loaded = {n: json.loads(p.read_text()) for n, p in parts.items()}
+    results = {n: d["result"] for n, d in loaded.items()}
+    prov = {n: {k: v for k, v in d.items() if k not in ("result", "kind")} for n, d in loaded.items()}
+    write_comparison(args, tag, results, per_variant_provenance=prov)
+    for p in parts.values():
+        p.unlink()
 
 
 def main() -> None:
@@ -206,6 +247,9 @@ def main() -> None:
     ap.add_argument("--mem-batches", type=int, default=5, help="memory: batches run from the epoch's start")
     ap.add_argument("--max-tensor-gb", type=float, default=1.5,
                     help="memory: also run the largest batch if its [occurrences, N] float32 tensor is at most this")
+    ap.add_argument("--variants", help=f"accuracy: run only these (comma-separated of {', '.join(VARIANTS)}) and "
+                    "write one part file each; the budget per variant stays budget/4")
+    ap.add_argument("--combine", action="store_true", help="accuracy: join the part files of --budget-min")
     ap.add_argument("--set", action="append", help="config override (repeatable)")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--child", choices=["speed", "memory"], help=argparse.SUPPRESS)
@@ -214,6 +258,8 @@ def main() -> None:
     if args.child:
         args.mode = args.child
         child(args)
+    elif args.combine:
+        combine(args)
     elif args.full or args.budget_min:
         accuracy(args)
     else:

@@ -62,6 +62,8 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(out_dir) if out_dir else None
         self.command = command or " ".join(sys.argv)
+        # the commit of the code that runs: read now, since a long run's tree may change before it ends
+        self.git_commit = git_commit()
         tc = cfg.train
         if tc.threads:
             torch.set_num_threads(tc.threads)
@@ -304,7 +306,7 @@ class Trainer:
             "seed": self.cfg.train.seed,
             "train_examples": len(self.examples),
             "config": self.cfg.to_dict(),
-            "git_commit": git_commit(),
+            "git_commit": self.git_commit,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": self.command,
             "versions": versions(),
