@@ -12,7 +12,7 @@ from seqrec.data.batch import Batch
 from seqrec.data.dataset import InteractionData, leave_one_out
 from seqrec.data.transitions import split_transition_matrix, transition_matrix
 from seqrec.models import DatasetInfo, build_model, model_config_from_dict
-from seqrec.models.mqsa_ted import ted_loss
+from seqrec.models.mqsa_ted import TransitionTeacher, ted_loss
 from seqrec.nn import attention_mask
 from seqrec.nn.windowed import MQSABlock, window_mean
 
@@ -135,7 +135,7 @@ def test_ted_loss_matches_dense_reference():
     items = torch.tensor([1, 2, 2, 3, 5, 9, 1, 7, 4, 4])           # duplicates kept; 5 and 9: empty rows
     query = torch.randn(len(items), 6, requires_grad=True)
     emb = torch.randn(n, 6, requires_grad=True)
-    loss = ted_loss(items, query, emb, c, tau)
+    loss = ted_loss(items, query, emb, TransitionTeacher(c, tau), tau)
     logits = (query.double() @ emb.double().T) / tau
     dense = c.toarray()
     ref = []
@@ -156,18 +156,19 @@ def test_ted_loss_matches_dense_reference():
 
 def test_ted_loss_small_tau_is_finite():
     c = transition_matrix(np.array([1, 2, 1, 3, 1, 2]), np.array([0, 6]), 4)
-    loss = ted_loss(torch.tensor([1, 2, 3]), torch.randn(3, 5), torch.randn(4, 5), c, tau=0.005)
+    loss = ted_loss(torch.tensor([1, 2, 3]), torch.randn(3, 5), torch.randn(4, 5), TransitionTeacher(c, 0.005),
+                    tau=0.005)
     assert torch.isfinite(loss)
 
 
 def test_model_ted_uses_tau_and_embeddings():
     m = make_model(n_items=12, dropout=0.0)
     c = transition_matrix(np.array([1, 2, 3, 1, 2, 4]), np.array([0, 6]), 12)
-    m.transitions = c
+    m.set_transitions(c)
     items = torch.tensor([[1, 2, 3, 0], [4, 1, 0, 0]])
     e = m.embed.item.weight
     occ = torch.tensor([1, 2, 3, 4, 1])
-    torch.testing.assert_close(m.ted(items), ted_loss(occ, e[occ] * 4.0, e[1:], c, 0.1))
+    torch.testing.assert_close(m.ted(items), ted_loss(occ, e[occ] * 4.0, e[1:], TransitionTeacher(c, 0.1), 0.1))
 
 
 # --- towers and switches ---------------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ computed only at target positions.
 TED: the training transition matrix C (sparse, built in `prepare(split)`) is distilled into E: for every real input
 occurrence i, teacher p_T = softmax((C[i] / max_j C[i, j]) / tau) over all N items (unobserved items logit 0),
 student p_S = softmax(Dropout(E[i] * sqrt(d)) . E^T / tau), L_kd = mean over occurrences of CE(p_T, p_S).
-The teacher is never densified: with logit 0 on every unobserved item, p_T = base off the row's nonzeros, and
-CE(p_T, p_S) = logsumexp(s) - base sum_j s_j - sum_{j in nz(i)} (p_T,j - base) s_j (computed with a stabilised
-teacher softmax in float64 on the nonzeros only); the only [occurrences, N] work is the student's logsumexp. An item with no outgoing transitions
-gets the uniform teacher (r = 0 everywhere), as in the official code (0 / (0 + 1e-24) = 0).
+The teacher is never densified: every unobserved item of a row has the same probability base[i], so
+p_T(i) = base[i] + coef[i] with coef sparse (`TransitionTeacher`, computed once, kept on the model's device), and
+CE(p_T, p_S) = logsumexp_j s_j - q . (base[i] sum_j E_j + (coef @ E)[i]) with q = student query / tau; the only
+[occurrences, N] work is the student's logsumexp. An item with no outgoing transitions gets the uniform teacher
+(r = 0 everywhere), as in the official code (0 / (0 + 1e-24) = 0).
 
 Loss = CE_rec + lambda_kd * L_kd; weight decay 1e-4 comes from train.weight_decay (Adam, all parameters).
 See docs/methods/mqsa_ted.md for the settings and every deviation from the official code.
@@ -23,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -100,52 +102,63 @@ class Tower(nn.Module):
         return self.norm(x)
 
 
-def ted_loss(items: torch.Tensor, query: torch.Tensor, item_emb: torch.Tensor, transitions,
+class TransitionTeacher:
+    """The TED teachers p_T(i) of all items, computed once from the transition counts (they never change).
+
+    p_T(i) = softmax(C[i, 1:] / max_j C[i, j] / tau) over items 1..N, uniform for a row without transitions.
+    Every unobserved item of row i has the same probability base[i], so p_T(i) = base[i] * 1 + coef[i] with coef
+    sparse (p_T - base at the row's observed items). Both live on the model's device as torch tensors, so the loss
+    needs no host round trip: the teacher-expected item embedding of a batch is
+    sum_j p_T(i)_j e_j = base[i] * sum_j e_j + (coef @ E)[i], one sparse-dense product over the matrix's nonzeros."""
+
+    def __init__(self, counts: sp.csr_matrix, tau: float):
+        counts = sp.csr_matrix(counts, dtype=np.float64)
+        n = counts.shape[1] - 1                                    # items 1..N (column 0 = padding, empty)
+        indptr, indices, data = counts.indptr.astype(np.int64), counts.indices.astype(np.int64), counts.data
+        nnz = np.diff(indptr)
+        nonempty = nnz > 0
+        rowmax = np.zeros(counts.shape[0])
+        if nonempty.any():
+            rowmax[nonempty] = np.maximum.reduceat(data, indptr[:-1][nonempty])
+        row_of = np.repeat(np.arange(counts.shape[0]), nnz)
+        m = np.where(nonempty, 1.0 / tau, 0.0)                     # the largest teacher logit of each row
+        w = np.exp(data / rowmax[row_of] / tau - m[row_of])       # e^{r_j / tau - m} at the observed items
+        e0 = np.exp(-m)                                            # e^{0 - m} at the unobserved ones
+        z = (n - nnz) * e0 + np.bincount(row_of, weights=w, minlength=counts.shape[0])
+        self.base = torch.from_numpy(e0 / z).float()              # [N + 1]
+        coef = (w - e0[row_of]) / z[row_of]                        # p_T - base at the observed items
+        idx = torch.from_numpy(np.stack([row_of, indices - 1]))    # columns: item id - 1 (item_emb rows)
+        self.coef = torch.sparse_coo_tensor(idx, torch.from_numpy(coef).float(), (counts.shape[0], n),
+                                            check_invariants=True).coalesce()
+        self.n_items = n
+
+    def to(self, device) -> "TransitionTeacher":
+        self.base, self.coef = self.base.to(device), self.coef.to(device)
+        return self
+
+    def expected_embedding(self, items: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+        """[K, d]: sum_j p_T(items[k])_j item_emb[j] (differentiable in item_emb)."""
+        if self.base.device != item_emb.device:
+            self.to(item_emb.device)
+        spread = torch.sparse.mm(self.coef, item_emb)              # [N + 1, d]
+        return self.base[items, None] * item_emb.sum(0) + spread[items]
+
+
+def ted_loss(items: torch.Tensor, query: torch.Tensor, item_emb: torch.Tensor, teacher: TransitionTeacher,
              tau: float) -> torch.Tensor:
     """Mean over occurrences k of CE(p_T(items[k]), p_S(k)), p_S(k) = softmax(query[k] . item_emb^T / tau).
 
     items [K] item ids 1..N (duplicates kept); query [K, d] the students' (dropped-out, scaled) embeddings;
-    item_emb [N, d] the embeddings of items 1..N; transitions: scipy CSR [N + 1, N + 1] raw counts.
-    Teacher p_T(i) = softmax(C[i, 1:] / max_j C[i, j] / tau), uniform for an item without outgoing transitions.
-    Only the sparse rows of the batch's unique items are read, and the only [K, N] computation is the student's
-    log-partition: since sum_j p_T,j = 1, CE = logsumexp_j s_j - base * sum_j s_j - sum_{j in nz} (p_T,j - base) s_j
-    with base = p_T of an unobserved item, and sum_j s_j = query . (sum_j item_emb_j) / tau."""
-    k, n = query.shape[0], item_emb.shape[0]
-    dev = query.device
-    if k == 0:
+    item_emb [N, d] the embeddings of items 1..N; teacher: the TransitionTeacher of the counts and tau.
+    With s_kj = query_k . e_j / tau: CE = logsumexp_j s_kj - sum_j p_T,j s_kj = logsumexp_j s_kj -
+    query_k . (sum_j p_T,j e_j) / tau, so the only [K, N] computation is the student's log-partition."""
+    if query.shape[0] == 0:
         return query.sum() * 0.0
-    uniq, inv = np.unique(items.detach().cpu().numpy(), return_inverse=True)
-    rows = transitions[uniq]                                   # CSR [U, N + 1]
-    indptr, indices = rows.indptr.astype(np.int64), rows.indices.astype(np.int64)
-    data = rows.data.astype(np.float64)
-    nnz = np.diff(indptr)
-    nonempty = nnz > 0
-    rowmax = np.zeros(len(uniq))
-    if nonempty.any():
-        rowmax[nonempty] = np.maximum.reduceat(data, indptr[:-1][nonempty])
-    row_of = np.repeat(np.arange(len(uniq)), nnz)
-    m = np.where(nonempty, 1.0 / tau, 0.0)                     # largest teacher logit of each row
-    w = np.exp(data / rowmax[row_of] / tau - m[row_of])       # e^{r_j / tau - m} at the observed items
-    e0 = np.exp(-m)                                            # e^{0 - m} at the unobserved ones
-    z = (n - nnz) * e0 + np.bincount(row_of, weights=w, minlength=len(uniq))
-    base = e0 / z                                              # p_T of an unobserved item
-    coef = (w - e0[row_of]) / z[row_of]                        # p_T - base at the observed items
-
     q = query.float() / tau
     e = item_emb.float()
     lse = torch.logsumexp(q @ e.T, dim=1)                      # the one [K, N] product
-    base_t = torch.from_numpy(base[inv]).to(dev, torch.float32)
-    dense_part = base_t * (q @ e.sum(0))
-    counts = nnz[inv]
-    occ = np.repeat(np.arange(k), counts)
-    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    nz = indptr[:-1][inv][occ] + within
-    occ_t = torch.from_numpy(occ).to(dev)
-    col_t = torch.from_numpy(indices[nz] - 1).to(dev)
-    coef_t = torch.from_numpy(coef[nz]).to(dev, torch.float32)
-    s_nz = (q[occ_t] * e[col_t]).sum(-1)
-    sparse_part = torch.zeros(k, device=dev).index_add_(0, occ_t, s_nz * coef_t)
-    return (lse - dense_part - sparse_part).mean()
+    expected = (q * teacher.expected_embedding(items, e)).sum(-1)
+    return (lse - expected).mean()
 
 
 @register
@@ -162,7 +175,8 @@ class MQSATED(SeqRecModel):
         self.short = Tower(cfg, 1) if cfg.alpha > 0 else None
         self.long = Tower(cfg, cfg.window) if cfg.alpha < 1 else None
         self.kd_dropout = Dropout(cfg.dropout)
-        self.transitions = None          # scipy CSR, set by prepare(); not part of the state_dict
+        self.transitions = None          # scipy CSR counts, set by prepare(); not part of the state_dict
+        self.teacher: TransitionTeacher | None = None     # the TED teachers computed from them
         self._init_weights(cfg.init_std)
 
     def _init_weights(self, std: float) -> None:
@@ -189,7 +203,12 @@ class MQSATED(SeqRecModel):
             return
         from seqrec.data.transitions import split_transition_matrix
         last = {-1: self.span_len, 0: None}.get(self.cfg.transitions_last, self.cfg.transitions_last)
-        self.transitions = split_transition_matrix(split, last)
+        self.set_transitions(split_transition_matrix(split, last))
+
+    def set_transitions(self, counts: sp.csr_matrix) -> None:
+        """Use these transition counts ([N + 1, N + 1], rows/columns = item ids) for TED."""
+        self.transitions = counts
+        self.teacher = TransitionTeacher(counts, self.cfg.tau)
 
     # --- model --------------------------------------------------------------------------------------------
     def encode(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -212,7 +231,7 @@ class MQSATED(SeqRecModel):
         occ = items[items != 0]
         e = self.embed.item.weight
         query = self.kd_dropout(e[occ] * math.sqrt(self.cfg.d))
-        return ted_loss(occ, query, e[1:], self.transitions, self.cfg.tau)
+        return ted_loss(occ, query, e[1:], self.teacher, self.cfg.tau)
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         h = self.encode(batch.items, batch.lengths)
@@ -220,7 +239,7 @@ class MQSATED(SeqRecModel):
         out = {"ce": ce.detach()}
         total = ce
         if self.cfg.lambda_kd > 0:
-            if self.transitions is None:
+            if self.teacher is None:
                 raise RuntimeError("mqsa_ted: lambda_kd > 0 needs the transition matrix; call model.prepare(split)"
                                    " (the Trainer does) before training")
             kd = self.ted(batch.items)
