@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import hand_split, needs_beauty
-from seqrec.data.batch import (build_examples, causal_batch, epoch_batches, history_batch, pad_slices,
+from seqrec.data.batch import (build_examples, causal_batch, next_item_split, epoch_batches, history_batch, pad_slices,
                                span_batch)
 
 
@@ -206,3 +206,12 @@ def test_epoch_batches_ddp_shards(world_size):
     for r, s in enumerate(shards):
         for k, idx in enumerate(s):
             assert np.array_equal(idx, full[r + k * world_size])
+
+
+def test_next_item_split_hand_example():
+    span = torch.tensor([[5, 6, 7, 8], [3, 4, 0, 0], [9, 0, 0, 0]])
+    inputs, in_len, targets = next_item_split(span[:2], torch.tensor([4, 2]))
+    assert inputs.tolist() == [[5, 6, 7], [3, 0, 0]]       # the span's last item is only a target
+    assert in_len.tolist() == [3, 1]
+    assert targets.tolist() == [[6, 7, 8], [4, 0, 0]]
+    assert span[0].tolist() == [5, 6, 7, 8]                  # the input spans are not modified

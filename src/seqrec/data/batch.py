@@ -149,20 +149,27 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, b
     return batches
 
 
+def next_item_split(span: torch.Tensor, length: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded spans [B, T + 1] -> (inputs = span[:-1] [B, T], input lengths, targets = span[1:] [B, T]).
+
+    The span's last item is only a target (zeroed in the input); every span needs length >= 2. Used for the
+    causal training batches here and by ensembles that cut cloze windows for causal members (models.emkd)."""
+    inputs = span[:, :-1].clone()
+    in_len = length - 1
+    inputs[torch.arange(inputs.shape[1], device=span.device)[None, :] >= in_len[:, None]] = 0
+    return inputs, in_len, span[:, 1:].clone()
+
+
 def causal_batch(flat: np.ndarray, ex: Examples, idx: np.ndarray) -> Batch:
     """Spans -> (input = span[:-1], targets = span[1:]); 'prefix' examples keep only the last target."""
     span, length = pad_slices(flat, ex.starts[idx], ex.lengths[idx])
-    items = span[:, :-1].copy()
-    targets = span[:, 1:].copy()
-    in_len = length - 1
-    rows = np.arange(len(idx))
-    items[np.arange(items.shape[1])[None, :] >= in_len[:, None]] = 0   # the span's last item is only a target
+    items, in_len, targets = next_item_split(torch.from_numpy(span), torch.from_numpy(length))
     if ex.last_target_only:
-        keep = np.zeros_like(targets, dtype=bool)
-        keep[rows, in_len - 1] = True
-        targets = np.where(keep, targets, 0)
-    return Batch(torch.from_numpy(items), torch.from_numpy(in_len), torch.from_numpy(targets),
-                 torch.from_numpy(ex.users[idx]))
+        keep = torch.zeros_like(targets, dtype=torch.bool)
+        keep[torch.arange(len(idx)), in_len - 1] = True
+        targets = torch.where(keep, targets, 0)
+    return Batch(items, in_len, targets, torch.from_numpy(ex.users[idx]))
 
 
 def span_batch(flat: np.ndarray, ex: Examples, idx: np.ndarray) -> Batch:

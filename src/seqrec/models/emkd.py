@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqrec.config import check_choice, check_range
+from seqrec.data.batch import next_item_split
 from seqrec.data.masking import cloze_mask
 from seqrec.errors import ConfigError
 from seqrec.losses import multi_positive_info_nce
@@ -191,12 +192,7 @@ class EMKD(SeqRecModel):
         if not self.causal:
             return items, lengths, None
         keep = lengths >= 2                     # a causal member needs one input and one target
-        items, lengths = items[keep], lengths[keep]
-        inputs = items[:, :-1].clone()
-        in_len = lengths - 1
-        inputs[torch.arange(inputs.shape[1], device=items.device)[None, :] >= in_len[:, None]] = 0
-        targets = items[:, 1:].clone()
-        return inputs, in_len, targets
+        return next_item_split(items[keep], lengths[keep])
 
     def make_views(self, inputs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None):
         """M views stacked along the batch: (view items [M*B, T], lengths [M*B], CE targets [M*B, T],
