@@ -26,7 +26,10 @@ from seqrec.data.batch import build_examples, epoch_batches, span_batch  # noqa:
 from seqrec.data.dataset import leave_one_out  # noqa: E402
 from seqrec.data.loading import load_dataset  # noqa: E402
 from seqrec.models import DatasetInfo, build_model  # noqa: E402
-from seqrec.utils import atomic_write_json, device_name, git_commit, peak_rss_mb  # noqa: E402
+from seqrec.utils import atomic_write_json, peak_rss_mb  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from provenance import provenance  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -104,12 +107,8 @@ def main() -> None:
         },
         "modes": modes,
         "mean_window_length": round(mean_width, 2),
-        "command": " ".join([sys.executable.split("/")[-1]] + sys.argv),
-        "git_commit": git_commit(),
+        **provenance(torch.get_num_threads(), device),
         "config": cfg.to_dict(),
-        "device": device_name(device),
-        "threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "protocol": {"what": "training step time (forward + backward + Adam step), no evaluation",
                      "batches": "the first batches of epoch 1 (seeded, length-bucketed)", "warmup": args.warmup},
         "wall_seconds": round(time.perf_counter() - t_start, 1),

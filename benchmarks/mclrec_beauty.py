@@ -32,7 +32,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from seqrec.config import load_config  # noqa: E402
 from seqrec.data.batch import epoch_batches  # noqa: E402
-from seqrec.utils import atomic_write_json, device_name, git_commit  # noqa: E402
+from seqrec.utils import atomic_write_json  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from provenance import provenance  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SASREC_KEYS = ("name", "max_len", "d", "layers", "heads", "inner", "dropout", "attn_dropout", "activation",
@@ -55,9 +58,8 @@ def make_config(model: str, examples: str, overrides: list[str]):
     return load_config(path, overrides=[f"train.examples={examples}", *overrides])
 
 
-def provenance(cfg_dict, threads):
-    return {"command": " ".join(sys.argv), "git_commit": git_commit(ROOT), "config": cfg_dict,
-            "device": device_name("cpu"), "threads": threads, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+def provenance_for(cfg_dict, threads):
+    return {**provenance(threads, "cpu"), "config": cfg_dict,
             "protocol": {"split": "leave-one-out", "ranking": "full", "exclude": "none", "max_len": 50}}
 
 
@@ -126,7 +128,7 @@ def main() -> None:
                               "faithful formulation (131,413 prefix examples, 514 batches, three steps per batch); "
                               "'sequence' = one row per user, every position supervised, one contrastive pair per "
                               "user.",
-               "summary": summary, "runs": runs, **provenance(base.to_dict(), args.threads)}
+               "summary": summary, "runs": runs, **provenance_for(base.to_dict(), args.threads)}
         path = Path(args.out) if args.out else RESULTS / "mclrec_speed_beauty_cpu.json"
         atomic_write_json(path, out)
         print(f"wrote {path}")

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from provenance import provenance  # noqa: E402  (reads the git commit now, at the start)
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = ROOT / "configs" / "mqsa_ted"
 VARIANTS = {
@@ -129,13 +131,8 @@ def spawn(mode: str, dataset: str, extra: list[str], **kw) -> dict:
     return r
 
 
-def provenance(config) -> dict:
-    import torch
-    from seqrec.utils import device_name, git_commit
-    return {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "git_commit": git_commit(),
-            "config": config, "device": device_name("cpu"), "threads": 1,
-            "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "load_average_at_end": list(os.getloadavg())}   # the machine is shared: timings depend on it
+def provenance_for(config) -> dict:
+    return {**provenance(1), "config": config}
 
 
 def speed(args) -> None:
@@ -161,7 +158,7 @@ def speed(args) -> None:
                           "largest_batch_included for whether the epoch's largest batch was among the steps)",
            "protocol": {"split": "leave-one-out", "train_examples": "sequence (last 50 training items per user)",
                         "batch_size": 256, "max_len": 50},
-           "summary": summary, "runs": runs, **provenance({"configs": "configs/mqsa_ted/*.yaml"})}
+           "summary": summary, "runs": runs, **provenance_for({"configs": "configs/mqsa_ted/*.yaml"})}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "mqsa_ted_speed_cpu.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
@@ -199,7 +196,7 @@ def accuracy(args) -> None:
         for name in names:
             write_json(RESULTS / f"mqsa_ted_beauty_{tag}_part_{name}.json", {
                 "kind": "accuracy_part", "variant": name, "budget_min_total": args.budget_min,
-                "result": results[name], **provenance({"base": "configs/mqsa_ted/beauty.yaml",
+                "result": results[name], **provenance_for({"base": "configs/mqsa_ted/beauty.yaml",
                                                        "variant": VARIANTS[name]})})
         return
     write_comparison(args, tag, results, per_variant_provenance=None)
@@ -218,7 +215,7 @@ def write_comparison(args, tag: str, results: dict, per_variant_provenance) -> N
            "description": "MQSA-TED vs SASRec (official block) vs MQSA without TED vs SASRec+TED on Beauty, same "
                           "protocol" + ("" if full else f", {args.budget_min:g} min budget split equally"),
            "summary": {n: r["metrics"]["test"] for n, r in results.items()}, "results": results,
-           **provenance({"base": "configs/mqsa_ted/beauty.yaml", "variants": VARIANTS})}
+           **provenance_for({"base": "configs/mqsa_ted/beauty.yaml", "variants": VARIANTS})}
     if per_variant_provenance:
         out["parts"] = per_variant_provenance
     write_json(RESULTS / f"mqsa_ted_beauty_{tag}.json", out)

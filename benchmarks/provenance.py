@@ -1,4 +1,7 @@
-"""Provenance fields every benchmark result file records (command, commit, machine, threads, date)."""
+"""Provenance fields every benchmark result file records (command, commit, machine, threads, date, versions).
+
+The git commit is read when this module is imported (at the benchmark's start): a long run's working tree may
+change before it ends, and the result must name the code that ran."""
 from __future__ import annotations
 
 import os
@@ -10,10 +13,16 @@ import torch
 
 from seqrec.utils import device_name, git_commit, versions
 
+GIT_COMMIT_AT_START = git_commit()
+STARTED = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
-def provenance(threads: int | None = None) -> dict:
+
+def provenance(threads: int | None = None, device: str | torch.device | None = None) -> dict:
+    """`load_average` is read now (at the end of the run): the machine is shared and timings depend on it."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return {"command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv),
-            "git_commit": git_commit(), "device": device_name("cuda" if torch.cuda.is_available() else "cpu"),
+            "git_commit": GIT_COMMIT_AT_START, "device": device_name(device),
             "threads": threads if threads is not None else torch.get_num_threads(),
-            "load_average": list(os.getloadavg()), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "versions": versions()}
+            "load_average": list(os.getloadavg()), "started": STARTED,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions()}
