@@ -12,8 +12,8 @@ Per batch (`training_step`, same augmented views in all three steps, fresh forwa
 Ablation switches: cl_weight 0 (without L_cl1), use_cl2 false, use_reg false, shared_augmenter true.
 
 Under DDP the trainer hands `forward` (the DDP wrapper) to training_step; MCLRec calls its own methods directly
-(three steps with different parameter subsets do not fit DDP's one-forward-one-backward hooks), so it is
-single-process only for now (see docs/methods/mclrec.md).
+(three steps with different parameter subsets do not fit DDP's one-forward-one-backward reducer) and averages the
+stepped parameters' gradients over the ranks itself after each backward (`train.distributed.average_gradients`).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from seqrec.losses import contrastive_margin_regularizer
 from seqrec.models import register
 from seqrec.models.base import make_optimizer
 from seqrec.models.cl4srec import CL4SRec, CL4SRecConfig, Views
+from seqrec.train.distributed import average_gradients
 
 
 @dataclass
@@ -164,6 +165,7 @@ class MCLRec(CL4SRec):
         for o in opts:
             o.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(params)           # under torchrun: what DDP's reducer does for one-step models
         if clip:
             torch.nn.utils.clip_grad_norm_(params, clip)
         step_opt.step()

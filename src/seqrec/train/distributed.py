@@ -24,13 +24,14 @@ class DistInfo:
 
 
 def setup_distributed(device_type: str) -> DistInfo:
-    """Initialise the process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
+    """Initialise the process group when launched by torchrun (gloo on CPU; on GPUs NCCL for CUDA tensors plus gloo
+    for the small CPU tensors of the loop's bookkeeping: stop flags and evaluation sums)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo")
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
@@ -53,3 +54,28 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def average_gradients(params) -> None:
+    """Average the gradients of `params` over the process group, in place (one all-reduce).
+
+    For updates that DDP's reducer does not see: a model whose training step runs several backward passes over
+    different parameter subsets (MCLRec) calls this after each backward. A parameter without a gradient counts as a
+    zero gradient, so every rank reduces the same buffer. No-op outside torchrun."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world = dist.get_world_size()
+    if world == 1:
+        return
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        offset += n
