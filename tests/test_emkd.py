@@ -314,3 +314,20 @@ def test_short_training_run_lowers_the_loss(backbone):
     assert losses[-1] < losses[0] and ces[-1] < ces[0]
     assert result["method"] == "emkd" and result["protocol"]["exclude"] == "window"
     assert result["metrics"]["test"]["HR@20"] > 0.2                # popularity alone is far below on this data
+
+
+def test_ensemble_symmetric_kl_equals_pairwise_sum():
+    """The one-pass ensemble KD equals the sum over network pairs and views of losses.symmetric_kl (value and
+    gradients), for 2, 3 and 4 networks, views of unequal sizes."""
+    from seqrec.losses import symmetric_kl
+    from seqrec.models.emkd import ensemble_symmetric_kl
+    g = torch.Generator().manual_seed(5)
+    view_of = torch.tensor([0, 0, 0, 1, 2, 2, 1, 0])
+    for n in (2, 3, 4):
+        logits = [(2 * torch.randn(8, 11, generator=g)).requires_grad_() for _ in range(n)]
+        got = ensemble_symmetric_kl(logits, view_of, 4, 0.7)      # view 3 has no rows
+        ref = sum(symmetric_kl(logits[a][view_of == v], logits[c][view_of == v], 0.7)
+                  for a in range(n) for c in range(a + 1, n) for v in range(3))
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+        for x, y in zip(torch.autograd.grad(got, logits), torch.autograd.grad(ref, logits)):
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
