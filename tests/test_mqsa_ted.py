@@ -291,3 +291,28 @@ def test_short_training_run_lowers_loss():
     assert hist[-1]["train"]["ce"] < hist[0]["train"]["ce"]
     assert r["metrics"]["valid"]["NDCG@20"] > 0.1               # popularity alone gives much less on this data
     assert r["method"] == "mqsa_ted" and r["protocol"]["exclude"] == "history"
+
+
+def test_logits_chunk_rows_gives_the_same_loss_and_gradients():
+    """model.logits_chunk_rows chunks the rec loss and TED's log-partition with recomputation: same numbers."""
+    c = transition_matrix(np.array([1, 2, 3, 1, 2, 4, 5, 1]), np.array([0, 8]), 30)
+    b = batch_of([10, 4, 7, 2])
+    out = []
+    for chunk in (0, 5):
+        m = make_model(dropout=0.0, attn_dropout=0.0, logits_chunk_rows=chunk)
+        m.set_transitions(c)
+        terms = m.loss(b)
+        grads = torch.autograd.grad(terms["loss"], list(m.parameters()))
+        out.append((terms, grads))
+    (t0, g0), (t1, g1) = out
+    for k in ("ce", "ted", "loss"):
+        torch.testing.assert_close(t0[k], t1[k])
+    for a, b_ in zip(g0, g1):
+        torch.testing.assert_close(a, b_, rtol=1e-4, atol=1e-6)
+
+
+def test_emkd_rejects_logits_chunk_rows():
+    from seqrec.errors import ConfigError
+    cfg = model_config_from_dict({"name": "emkd", "logits_chunk_rows": 64})
+    with pytest.raises(ConfigError, match="logits_chunk_rows"):
+        cfg.validate()

@@ -5,23 +5,49 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def cross_entropy_at_targets(hidden: torch.Tensor, targets: torch.Tensor,
-                             logits_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                             logits_fn: Callable[[torch.Tensor], torch.Tensor], chunk_rows: int = 0) -> torch.Tensor:
     """Full-softmax cross entropy over items 1..n at the positions that have a target (targets > 0).
 
     hidden [B, T, d], targets [B, T] (0 = no target). Item logits are computed only at those positions:
     `logits_fn(h [K, d]) -> [K, n_items + 1]` (column 0, padding, is left out of the softmax).
+    chunk_rows > 0: the K target rows are processed in chunks of that many, each recomputed in the backward pass
+    (activation checkpointing), so at most one chunk's [rows, n_items] logits and gradient are alive at a time:
+    peak memory is capped for long batches and large catalogues at the price of a second logits product.
     Returns the mean over target positions (0 if there are none)."""
     sel = targets > 0
     if not bool(sel.any()):
         return hidden.sum() * 0.0
-    logits = logits_fn(hidden[sel]).float()
+    h, y = hidden[sel], targets[sel]
+    if chunk_rows <= 0 or h.shape[0] <= chunk_rows:
+        return _cross_entropy_sum(h, y, logits_fn) / h.shape[0]
+    total = sum(checkpoint(_cross_entropy_sum, h[i:i + chunk_rows], y[i:i + chunk_rows], logits_fn,
+                           use_reentrant=False) for i in range(0, h.shape[0], chunk_rows))
+    return total / h.shape[0]
+
+
+def _cross_entropy_sum(h: torch.Tensor, y: torch.Tensor, logits_fn) -> torch.Tensor:
+    logits = logits_fn(h).float()
     # padding is not a class: -inf in place on the fresh logits (cheaper than slicing off the column, which made
     # cross_entropy copy the whole [K, n_items] matrix)
     logits[:, 0] = float("-inf")
-    return F.cross_entropy(logits, targets[sel])
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+def chunked_logsumexp(query: torch.Tensor, keys: torch.Tensor, chunk_rows: int = 0) -> torch.Tensor:
+    """logsumexp_j (query @ keys^T)[k, j] for every row k: [K]. chunk_rows > 0 recomputes row chunks in the backward
+    pass (activation checkpointing) so that at most one [chunk_rows, N] block is alive at a time."""
+    if chunk_rows <= 0 or query.shape[0] <= chunk_rows:
+        return torch.logsumexp(query @ keys.T, dim=1)
+    return torch.cat([checkpoint(_logsumexp_rows, query[i:i + chunk_rows], keys, use_reentrant=False)
+                      for i in range(0, query.shape[0], chunk_rows)])
+
+
+def _logsumexp_rows(q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(q @ keys.T, dim=1)
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float = 1.0,

@@ -27,9 +27,14 @@ class ModelConfig:
     """Model identifier (sasrec, bert4rec, gru4rec, ...)."""
     max_len: int = 50
     """Longest input sequence (most recent items)."""
+    logits_chunk_rows: int = 0
+    """Memory cap for the training losses over all items: compute the [rows, n_items] item logits of the loss in
+    chunks of this many target rows, each recomputed in the backward pass (0 = all rows at once). Same loss and
+    gradients; costs one more logits product. For long batches with large catalogues."""
 
     def validate(self) -> None:
         check_range("model.max_len", self.max_len, lo=1)
+        check_range("model.logits_chunk_rows", self.logits_chunk_rows, lo=0)
         for f in ("dropout", "attn_dropout", "hidden_dropout"):
             if hasattr(self, f):
                 check_range(f"model.{f}", getattr(self, f), lo=0, hi=1, hi_open=True)

@@ -64,7 +64,7 @@ class BERT4Rec(SeqRecModel):
     def loss(self, batch) -> dict[str, torch.Tensor]:
         items, labels = cloze_mask(batch.items, batch.lengths, self.cfg.mask_prob, self.mask_token, self.n_items)
         h = self.encode(items, batch.lengths)
-        ce = cross_entropy_at_targets(h, labels, self.item_logits)
+        ce = cross_entropy_at_targets(h, labels, self.item_logits, self.cfg.logits_chunk_rows)
         return {"loss": ce, "ce": ce.detach()}
 
     @property

@@ -107,7 +107,7 @@ class CL4SRec(SASRec):
         return h_orig, last[off:off + b], last[off + b:]
 
     def ce_loss(self, h_orig: torch.Tensor, batch) -> torch.Tensor:
-        return cross_entropy_at_targets(h_orig, batch.targets, self.item_logits)
+        return cross_entropy_at_targets(h_orig, batch.targets, self.item_logits, self.cfg.logits_chunk_rows)
 
     def nce(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return info_nce(a, b, self.cfg.tau, self.cfg.similarity)

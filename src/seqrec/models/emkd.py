@@ -109,6 +109,9 @@ class EMKDConfig(ModelConfig):
         super().validate()
         check_range("model.n_networks", self.n_networks, lo=1)
         check_range("model.n_views", self.n_views, lo=1)
+        if self.logits_chunk_rows:
+            raise ConfigError("model.logits_chunk_rows: not supported by emkd (its logits feed CE and KD together); "
+                              "expected 0")
         check_range("model.mask_prob", self.mask_prob, lo=0, hi=1, lo_open=True)
         check_range("model.tau", self.tau, lo=0, lo_open=True)
         if self.kd_temperature is not None:

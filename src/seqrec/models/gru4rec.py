@@ -49,7 +49,8 @@ class GRU4Rec(SeqRecModel):
         return h @ self.item.weight.T
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
-        ce = cross_entropy_at_targets(self.encode(batch.items, batch.lengths), batch.targets, self.item_logits)
+        ce = cross_entropy_at_targets(self.encode(batch.items, batch.lengths), batch.targets, self.item_logits,
+                                      self.cfg.logits_chunk_rows)
         return {"loss": ce, "ce": ce.detach()}
 
     def score(self, batch) -> torch.Tensor:

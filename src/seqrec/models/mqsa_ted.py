@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from seqrec.config import check_range
-from seqrec.losses import cross_entropy_at_targets
+from seqrec.losses import chunked_logsumexp, cross_entropy_at_targets
 from seqrec.models import register
 from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, last_position
 from seqrec.nn import Dropout, SequenceEmbedding, attention_mask
@@ -145,18 +145,19 @@ class TransitionTeacher:
 
 
 def ted_loss(items: torch.Tensor, query: torch.Tensor, item_emb: torch.Tensor, teacher: TransitionTeacher,
-             tau: float) -> torch.Tensor:
+             tau: float, chunk_rows: int = 0) -> torch.Tensor:
     """Mean over occurrences k of CE(p_T(items[k]), p_S(k)), p_S(k) = softmax(query[k] . item_emb^T / tau).
 
     items [K] item ids 1..N (duplicates kept); query [K, d] the students' (dropped-out, scaled) embeddings;
     item_emb [N, d] the embeddings of items 1..N; teacher: the TransitionTeacher of the counts and tau.
     With s_kj = query_k . e_j / tau: CE = logsumexp_j s_kj - sum_j p_T,j s_kj = logsumexp_j s_kj -
-    query_k . (sum_j p_T,j e_j) / tau, so the only [K, N] computation is the student's log-partition."""
+    query_k . (sum_j p_T,j e_j) / tau, so the only [K, N] computation is the student's log-partition (in row
+    chunks recomputed in backward when chunk_rows > 0: losses.chunked_logsumexp)."""
     if query.shape[0] == 0:
         return query.sum() * 0.0
     q = query.float() / tau
     e = item_emb.float()
-    lse = torch.logsumexp(q @ e.T, dim=1)                      # the one [K, N] product
+    lse = chunked_logsumexp(q, e, chunk_rows)                  # the one [K, N] product
     expected = (q * teacher.expected_embedding(items, e)).sum(-1)
     return (lse - expected).mean()
 
@@ -231,11 +232,11 @@ class MQSATED(SeqRecModel):
         occ = items[items != 0]
         e = self.embed.item.weight
         query = self.kd_dropout(e[occ] * math.sqrt(self.cfg.d))
-        return ted_loss(occ, query, e[1:], self.teacher, self.cfg.tau)
+        return ted_loss(occ, query, e[1:], self.teacher, self.cfg.tau, self.cfg.logits_chunk_rows)
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         h = self.encode(batch.items, batch.lengths)
-        ce = cross_entropy_at_targets(h, batch.targets, self.item_logits)
+        ce = cross_entropy_at_targets(h, batch.targets, self.item_logits, self.cfg.logits_chunk_rows)
         out = {"ce": ce.detach()}
         total = ce
         if self.cfg.lambda_kd > 0:

@@ -61,7 +61,7 @@ class SASRec(SeqRecModel):
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         h = self.encode(batch.items, batch.lengths)
-        ce = cross_entropy_at_targets(h, batch.targets, self.item_logits)
+        ce = cross_entropy_at_targets(h, batch.targets, self.item_logits, self.cfg.logits_chunk_rows)
         return {"loss": ce, "ce": ce.detach()}
 
     def represent(self, batch) -> torch.Tensor:
