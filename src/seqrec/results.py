@@ -53,7 +53,8 @@ def render(results: list[tuple[str, dict]], folder: str) -> str:
                      r.get("protocol", {}).get("exclude"), *(_fmt(t.get(k, float("nan"))) for k in ACC_KEYS),
                      f"{r.get('best_epoch')} / {r.get('epochs_run')}", r.get("stopped_by"),
                      _fmt(float(r.get("wall_time_s", 0))),
-                     "—" if not r.get("benchmark") else (_fmt(float(reached["elapsed_s"])) if reached else "not reached"),
+                     "—" if "first_reached_by_selected_checkpoint" not in (r.get("benchmark") or {}) else
+                     (_fmt(float(reached["elapsed_s"])) if reached else "not reached"),
                      r.get("device", "?"), r.get("threads", "?"), str(r.get("date", ""))[:10],
                      str(r.get("git_commit", ""))[:8]]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
