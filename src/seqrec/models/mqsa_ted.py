@@ -130,7 +130,6 @@ class TransitionTeacher:
         idx = torch.from_numpy(np.stack([row_of, indices - 1]))    # columns: item id - 1 (item_emb rows)
         self.coef = torch.sparse_coo_tensor(idx, torch.from_numpy(coef).float(), (counts.shape[0], n),
                                             check_invariants=True).coalesce()
-        self.n_items = n
 
     def to(self, device) -> "TransitionTeacher":
         self.base, self.coef = self.base.to(device), self.coef.to(device)
