@@ -153,3 +153,26 @@ def test_sasrec_sequence_loss_is_mean_of_prefix_losses(synthetic_split):
     with torch.no_grad():
         prefix_loss = float(model.loss(causal_batch(split.data.items, pre, pk))["loss"])
     assert prefix_loss == pytest.approx(all_positions, rel=1e-5)
+
+
+@pytest.mark.parametrize("causal,norm_first", [(True, False), (False, True)])
+def test_encoder_only_positions_equal_full_outputs_and_gradients(causal, norm_first):
+    """TransformerEncoder(only=...) computes the last block for one query per row: same outputs and gradients
+    (w.r.t. the input and every parameter) as the full encoder read at those positions."""
+    from seqrec.nn import TransformerEncoder
+    torch.manual_seed(0)
+    enc = TransformerEncoder(2, 16, 2, 32, 0.0, 0.0, causal=causal, norm_first=norm_first).double()
+    lengths = torch.tensor([7, 3, 1, 5, 6])
+    padding = torch.arange(7)[None] < lengths[:, None]
+    x = torch.randn(5, 7, 16, dtype=torch.double, requires_grad=True)
+    weight = torch.randn(5, 16, dtype=torch.double)
+    params = [x, *enc.parameters()]
+    for only in (lengths - 1, torch.tensor([2, 0, 0, 4, 1])):
+        full = enc(x, padding)[torch.arange(5), only]
+        part = enc(x, padding, only=only)
+        assert part.shape == (5, 16)
+        assert torch.allclose(part, full, atol=1e-12)
+        g_full = torch.autograd.grad((full * weight).sum(), params)
+        g_part = torch.autograd.grad((part * weight).sum(), params)
+        for a, b in zip(g_full, g_part):
+            assert torch.allclose(a, b, atol=1e-10)

@@ -127,3 +127,15 @@ def init_normal(module: nn.Module, std: float = 0.02) -> None:
 def last_position(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """[B, d] output at each row's last real position (right padding)."""
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+
+
+def targets_at_last_position(batch) -> torch.Tensor | None:
+    """[B] the target at each row's last real position when that is the batch's only target position ('prefix'
+    training examples), else None (targets elsewhere, or none). Lets a model compute its output there only."""
+    t = batch.targets
+    if t is None:
+        return None
+    last = t[torch.arange(t.shape[0], device=t.device), batch.lengths - 1]
+    if not bool((last > 0).all()) or int((t > 0).sum()) != t.shape[0]:
+        return None
+    return last

@@ -20,6 +20,7 @@ from seqrec.config import check_choice, check_range
 from seqrec.data.augment import two_views
 from seqrec.losses import cross_entropy_at_targets, info_nce
 from seqrec.models import register
+from seqrec.models.base import targets_at_last_position
 from seqrec.models.sasrec import SASRec, SASRecConfig
 from seqrec.nn import attention_mask
 
@@ -76,8 +77,9 @@ class CL4SRec(SASRec):
         return Views(*two_views(batch.items, batch.lengths, c.crop_ratio, c.mask_ratio, c.reorder_ratio,
                                 generator=generator))
 
-    def encode_views(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """[B, T, d] like SASRec.encode, but rows may contain masked items (id 0 before position length).
+    def encode_views(self, items: torch.Tensor, lengths: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """[B, T, d] like SASRec.encode (or [B, d] at position length - 1 with last_only), but rows may contain
+        masked items (id 0 before position length).
 
         Masked items are hidden as keys (like padding) but their positions keep their outputs, so the output at
         length - 1 exists even when the last item is masked (official: gather at the last index). A query with no
@@ -88,26 +90,35 @@ class CL4SRec(SASRec):
         allowed = attention_mask(items != 0, causal=True)
         empty = ~allowed.any(dim=-1, keepdim=True)
         mask = allowed | (empty & attention_mask(inside, causal=True))
-        return self.encoder(self.embed(items, lengths), inside, attn_mask=mask)
+        return self.encoder(self.embed(items, lengths), inside, attn_mask=mask,
+                            only=lengths - 1 if last_only else None)
 
     def encode_with_views(self, batch, views: Views, original: bool = True
                           ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """One encoder call over [original; view1; view2]. Returns (hidden of the original [B, T, d] or None,
-        h1 [B, d], h2 [B, d]) with h = output at each view's last position."""
+        """One encoder call over [original; view1; view2]. Returns (the original's hidden for the CE or None,
+        h1 [B, d], h2 [B, d]) with h = output at each view's last position. The original's hidden is [B, T, d],
+        or [B, 1, d] at its last position when that is its only target ('prefix' examples): then every row needs
+        only its last output and the encoder computes just that (TransformerEncoder's `only`)."""
         b = views.items1.shape[0]
+        last_only = not original or targets_at_last_position(batch) is not None
         parts = ([batch.items] if original else []) + [views.items1, views.items2]
         lens = ([batch.lengths] if original else []) + [views.lengths1, views.lengths2]
         width = max(p.shape[1] for p in parts)
         items = torch.cat([_pad_to(p, width) for p in parts])
         lengths = torch.cat(lens)
-        hidden = self.encode_views(items, lengths)
-        last = hidden[torch.arange(items.shape[0], device=items.device), lengths - 1]
+        hidden = self.encode_views(items, lengths, last_only=last_only)
+        last = hidden if last_only else hidden[torch.arange(items.shape[0], device=items.device), lengths - 1]
         off = b if original else 0
-        h_orig = hidden[:b, :batch.items.shape[1]] if original else None
+        h_orig = None
+        if original:
+            h_orig = last[:b, None] if last_only else hidden[:b, :batch.items.shape[1]]
         return h_orig, last[off:off + b], last[off + b:]
 
     def ce_loss(self, h_orig: torch.Tensor, batch) -> torch.Tensor:
-        return cross_entropy_at_targets(h_orig, batch.targets, self.item_logits, self.cfg.logits_chunk_rows)
+        """Cross entropy of encode_with_views' original hidden ([B, T, d], or [B, 1, d] at the last position)."""
+        targets = batch.targets if h_orig.shape[1] == batch.targets.shape[1] else \
+            targets_at_last_position(batch)[:, None]
+        return cross_entropy_at_targets(h_orig, targets, self.item_logits, self.cfg.logits_chunk_rows)
 
     def nce(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return info_nce(a, b, self.cfg.tau, self.cfg.similarity)

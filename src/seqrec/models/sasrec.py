@@ -8,7 +8,7 @@ import torch
 
 from seqrec.config import check_choice
 from seqrec.losses import cross_entropy_at_targets
-from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, init_normal, last_position
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, init_normal, targets_at_last_position
 from seqrec.nn import SequenceEmbedding, TransformerEncoder
 
 
@@ -56,17 +56,25 @@ class SASRec(SeqRecModel):
         """[B, T, d] hidden state at every position."""
         return self.encoder(self.embed(items, lengths), items != 0)
 
+    def encode_last(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B, d] hidden state at the last real item only (= encode(...)[b, lengths[b] - 1], less work)."""
+        return self.encoder(self.embed(items, lengths), items != 0, only=lengths - 1)
+
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.embed.item.weight.T
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
-        h = self.encode(batch.items, batch.lengths)
-        ce = cross_entropy_at_targets(h, batch.targets, self.item_logits, self.cfg.logits_chunk_rows)
+        last_targets = targets_at_last_position(batch)
+        if last_targets is not None:        # 'prefix' examples: one target per row, at its end
+            h, y = self.encode_last(batch.items, batch.lengths)[:, None], last_targets[:, None]
+        else:
+            h, y = self.encode(batch.items, batch.lengths), batch.targets
+        ce = cross_entropy_at_targets(h, y, self.item_logits, self.cfg.logits_chunk_rows)
         return {"loss": ce, "ce": ce.detach()}
 
     def represent(self, batch) -> torch.Tensor:
         """[B, d] sequence representation: the output at the last real item."""
-        return last_position(self.encode(batch.items, batch.lengths), batch.lengths)
+        return self.encode_last(batch.items, batch.lengths)
 
     def score(self, batch) -> torch.Tensor:
         return self.mask_padding_column(self.item_logits(self.represent(batch)))

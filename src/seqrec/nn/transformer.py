@@ -63,12 +63,27 @@ class TransformerEncoder(nn.Module):
                                                      norm_first, ln_eps) for _ in range(n_layers))
         self.causal = causal
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                only: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, T, d], padding [B, T] True at positions whose outputs are kept (real items).
         attn_mask [B, 1, T, T] (True = may attend) replaces the default padding (+ causal) mask, e.g. for
-        CL4SRec's masked views whose hidden items are not keys but keep their outputs."""
+        CL4SRec's masked views whose hidden items are not keys but keep their outputs.
+        only [B] (optional): return just the output at position only[b] of each row, [B, d] (a kept position).
+        The last block then runs its query, feed-forward and norms for that one position (its keys and values
+        still come from every position), which is the same function at a fraction of the last block's cost:
+        what a model needs when only the last position is scored (prefix training examples, ranking)."""
         mask = attention_mask(padding, self.causal) if attn_mask is None else attn_mask
         keep = padding.unsqueeze(-1).to(x.dtype)
-        for block in self.blocks:
+        blocks = list(self.blocks)
+        if only is not None and blocks:
+            blocks, last = blocks[:-1], blocks[-1]
+        for block in blocks:
             x = block(x, mask) * keep
-        return x
+        if only is None:
+            return x
+        rows = torch.arange(x.shape[0], device=x.device)
+        if len(blocks) == len(self.blocks):          # no blocks at all
+            return x[rows, only]
+        query = x[rows, only].unsqueeze(1)                   # [B, 1, d]
+        query_mask = mask[rows, 0, only][:, None, None, :]   # [B, 1, 1, T]: that query's row of the mask
+        return last(x, query_mask, query=query).squeeze(1)
