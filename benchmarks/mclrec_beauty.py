@@ -1,21 +1,23 @@
-"""MCLRec (and CL4SRec / SASRec for comparison) on Beauty: training speed and accuracy.
+"""MCLRec (and CL4SRec / SASRec for comparison) on Beauty (or another dataset of configs/mclrec with --dataset):
+training speed and accuracy.
 
 Modes:
   --speed            time a sample of training batches (global-RNG augmentation + the model's full training_step)
-                     at --threads (default 1) and extrapolate to a whole epoch (the faithful 'prefix' epoch is
+                     at each of --threads (e.g. 1,2; default 1) and extrapolate to a whole epoch (the faithful 'prefix' epoch is
                      ceil(131,413 / 256) = 514 batches). Times each --variants entry (model:examples); writes
                      benchmarks/results/mclrec_speed_beauty_cpu.json (kind 'speed').
   --budget-min M     accuracy: train with early stopping inside an M-minute wall-clock budget (the best validation
                      checkpoint is tested) and write the trainer's full result dict to
-                     benchmarks/results/<model>_beauty_<examples>_budget<M>m.json.
+                     benchmarks/results/<model>_<dataset>_<examples>_budget<M>m.json.
   --full             accuracy without a budget (the paper's 100 epochs / patience 10), meant for a GPU;
-                     writes benchmarks/results/<model>_beauty_<examples>_full.json.
+                     writes benchmarks/results/<model>_<dataset>_<examples>_full.json.
 --model picks mclrec (default), cl4srec or sasrec (SASRec = the same encoder and protocol without contrastive terms)
 and --examples prefix (faithful, default) or sequence (one row per user, all positions supervised).
 
   python benchmarks/mclrec_beauty.py --speed
   python benchmarks/mclrec_beauty.py --budget-min 120 --model mclrec --examples sequence
   python benchmarks/mclrec_beauty.py --full --model cl4srec
+  python benchmarks/mclrec_beauty.py --budget-min 30 --dataset sports
 """
 from __future__ import annotations
 
@@ -42,11 +44,14 @@ SASREC_KEYS = ("name", "max_len", "d", "layers", "heads", "inner", "dropout", "a
                "norm_first", "init_std")
 
 
-def make_config(model: str, examples: str, overrides: list[str]):
+def make_config(model: str, examples: str, overrides: list[str], dataset: str = "beauty"):
+    if not (ROOT / f"configs/mclrec/{dataset}.yaml").exists():
+        raise SystemExit(f"no configs/mclrec/{dataset}.yaml; valid --dataset: "
+                         + ", ".join(sorted(p.stem for p in (ROOT / "configs/mclrec").glob("*.yaml"))))
     if model == "sasrec":
-        # the MCLRec Beauty config with the contrastive fields dropped: same encoder, data and protocol
+        # the MCLRec config with the contrastive fields dropped: same encoder, data and protocol
         import yaml
-        raw = yaml.safe_load((ROOT / "configs/mclrec/beauty.yaml").read_text())
+        raw = yaml.safe_load((ROOT / f"configs/mclrec/{dataset}.yaml").read_text())
         raw["model"] = {k: v for k, v in raw["model"].items() if k in SASREC_KEYS}
         raw["model"]["name"] = "sasrec"
         import tempfile
@@ -54,7 +59,10 @@ def make_config(model: str, examples: str, overrides: list[str]):
             f.write(yaml.safe_dump(raw))
         path = Path(f.name)
     else:
-        path = ROOT / f"configs/{model}/beauty.yaml"
+        path = ROOT / f"configs/{model}/{dataset}.yaml"
+        if not path.exists():
+            raise SystemExit(f"no {path.relative_to(ROOT)}: {model} has configs for "
+                             + ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml"))))
     return load_config(path, overrides=[f"train.examples={examples}", *overrides])
 
 
@@ -96,14 +104,18 @@ def main() -> None:
     mode.add_argument("--full", action="store_true")
     ap.add_argument("--model", default="mclrec", choices=("mclrec", "cl4srec", "sasrec"))
     ap.add_argument("--examples", default="prefix", choices=("prefix", "sequence"))
+    ap.add_argument("--dataset", default="beauty", help="accuracy modes: configs/mclrec/<dataset>.yaml")
     ap.add_argument("--variants", default="mclrec:prefix,mclrec:sequence",
                     help="--speed: comma-separated model:examples entries to time")
     ap.add_argument("--batches", type=int, default=120, help="--speed: batches timed per variant")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", default="1",
+                    help="torch threads; --speed takes a comma-separated list (each variant timed at each)")
     ap.add_argument("--set", action="append", default=[], help="extra config overrides a.b=value")
     ap.add_argument("--out", help="result file (default under benchmarks/results/)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    if not args.speed and len(thread_counts) != 1:
+        ap.error("--threads takes one number outside --speed")
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     if args.speed:
@@ -111,16 +123,20 @@ def main() -> None:
         base = make_config("mclrec", "prefix", [])
         data = load_dataset(base.data)
         runs = []
-        for v in args.variants.split(","):
-            model, examples = v.split(":")
-            r = time_variant(model, examples, args.batches, args.threads, data)
-            print(f"{model}/{examples}: {r['seconds_per_batch']:.3f} s/batch x {r['batches_per_epoch']} batches "
-                  f"= {r['seconds_per_epoch_extrapolated']:.0f} s/epoch (extrapolated from {r['batches_timed']})",
-                  flush=True)
-            runs.append(r)
-        summary = {f"{r['model']}_{r['examples']}_seconds_per_epoch": r["seconds_per_epoch_extrapolated"]
-                   for r in runs}
-        summary.update({f"{r['model']}_{r['examples']}_seconds_per_batch": r["seconds_per_batch"] for r in runs})
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            for v in args.variants.split(","):
+                model, examples = v.split(":")
+                r = {**time_variant(model, examples, args.batches, threads, data), "threads": threads}
+                print(f"{model}/{examples}, {threads} thread(s): {r['seconds_per_batch']:.3f} s/batch x "
+                      f"{r['batches_per_epoch']} batches = {r['seconds_per_epoch_extrapolated']:.0f} s/epoch "
+                      f"(extrapolated from {r['batches_timed']})", flush=True)
+                runs.append(r)
+
+        def key(r, what):
+            return f"{r['model']}_{r['examples']}_{r['threads']}t_{what}"
+        summary = {key(r, "seconds_per_epoch"): r["seconds_per_epoch_extrapolated"] for r in runs}
+        summary.update({key(r, "seconds_per_batch"): r["seconds_per_batch"] for r in runs})
         out = {"kind": "speed", "name": "mclrec_speed_beauty_cpu", "dataset": "Beauty",
                "description": "Training seconds per epoch on Beauty (CPU), extrapolated from the mean time of a "
                               "sample of training_step calls (augmentation + all optimiser steps of a batch; batch "
@@ -128,22 +144,24 @@ def main() -> None:
                               "faithful formulation (131,413 prefix examples, 514 batches, three steps per batch); "
                               "'sequence' = one row per user, every position supervised, one contrastive pair per "
                               "user.",
-               "summary": summary, "runs": runs, **provenance_for(base.to_dict(), args.threads)}
+               "summary": summary, "runs": runs,
+               **provenance_for(base.to_dict(), thread_counts if len(thread_counts) > 1 else thread_counts[0])}
         path = Path(args.out) if args.out else RESULTS / "mclrec_speed_beauty_cpu.json"
         atomic_write_json(path, out)
         print(f"wrote {path}")
         return
 
     from seqrec.train import train
-    overrides = [f"train.threads={args.threads}", *args.set]
+    torch.set_num_threads(thread_counts[0])
+    overrides = [f"train.threads={thread_counts[0]}", *args.set]
     if args.budget_min is not None:
         overrides += [f"train.time_budget_s={args.budget_min * 60}", "train.device=cpu"]
         tag = f"budget{args.budget_min:g}m"
     else:
         tag = "full"
-    cfg = make_config(args.model, args.examples, overrides)
+    cfg = make_config(args.model, args.examples, overrides, args.dataset)
     result = train(cfg, None, quiet=False, command=" ".join(["python", *sys.argv]))
-    path = Path(args.out) if args.out else RESULTS / f"{args.model}_beauty_{args.examples}_{tag}.json"
+    path = Path(args.out) if args.out else RESULTS / f"{args.model}_{args.dataset}_{args.examples}_{tag}.json"
     atomic_write_json(path, result)
     print(f"wrote {path}")
 
