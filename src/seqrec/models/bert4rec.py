@@ -9,7 +9,7 @@ from torch import nn
 
 from seqrec.data.masking import cloze_mask
 from seqrec.losses import cross_entropy_at_targets
-from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, init_normal, last_position
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, init_normal
 from seqrec.nn import SequenceEmbedding, TransformerEncoder
 
 
@@ -81,5 +81,6 @@ class BERT4Rec(SeqRecModel):
 
     def score(self, batch) -> torch.Tensor:
         items, lengths = self.with_mask_token(batch)
-        h = last_position(self.encode(items, lengths), lengths)
+        # only the [MASK] position is scored: the encoder's last block runs for that query alone
+        h = self.encoder(self.embed(items, lengths), items != 0, only=lengths - 1)
         return self.mask_padding_column(self.item_logits(h))
