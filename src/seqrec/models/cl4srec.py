@@ -116,8 +116,9 @@ class CL4SRec(SASRec):
 
     def ce_loss(self, h_orig: torch.Tensor, batch) -> torch.Tensor:
         """Cross entropy of encode_with_views' original hidden ([B, T, d], or [B, 1, d] at the last position)."""
-        targets = batch.targets if h_orig.shape[1] == batch.targets.shape[1] else \
-            targets_at_last_position(batch)[:, None]
+        targets = batch.targets
+        if h_orig.shape[1] != targets.shape[1]:     # prefix examples (checked in encode_with_views): last target
+            targets = targets[torch.arange(targets.shape[0], device=targets.device), batch.lengths - 1][:, None]
         return cross_entropy_at_targets(h_orig, targets, self.item_logits, self.cfg.logits_chunk_rows)
 
     def nce(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
