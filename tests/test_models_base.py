@@ -176,3 +176,17 @@ def test_encoder_only_positions_equal_full_outputs_and_gradients(causal, norm_fi
         g_part = torch.autograd.grad((part * weight).sum(), params)
         for a, b in zip(g_full, g_part):
             assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_targets_at_last_position_only_for_single_last_targets():
+    from seqrec.data.batch import Batch
+    from seqrec.models.base import targets_at_last_position
+    items = torch.tensor([[3, 4, 5], [6, 7, 0]])
+    lengths = torch.tensor([3, 2])
+    prefix = Batch(items, lengths, torch.tensor([[0, 0, 9], [0, 8, 0]]))
+    assert targets_at_last_position(prefix).tolist() == [9, 8]
+    every = Batch(items, lengths, torch.tensor([[4, 5, 9], [7, 8, 0]]))       # 'sequence' examples
+    assert targets_at_last_position(every) is None
+    elsewhere = Batch(items, lengths, torch.tensor([[0, 9, 0], [0, 8, 0]]))   # one target, not at the end
+    assert targets_at_last_position(elsewhere) is None
+    assert targets_at_last_position(Batch(items, lengths)) is None

@@ -135,7 +135,6 @@ def targets_at_last_position(batch) -> torch.Tensor | None:
     t = batch.targets
     if t is None:
         return None
-    last = t[torch.arange(t.shape[0], device=t.device), batch.lengths - 1]
-    if not bool((last > 0).all()) or int((t > 0).sum()) != t.shape[0]:
-        return None
-    return last
+    last = last_position(t, batch.lengths)
+    # one host sync: every row has exactly one target and it is the last one
+    return last if bool((((t > 0).sum(dim=1) == 1) & (last > 0)).all()) else None

@@ -20,7 +20,7 @@ from seqrec.config import check_choice, check_range
 from seqrec.data.augment import two_views
 from seqrec.losses import cross_entropy_at_targets, info_nce
 from seqrec.models import register
-from seqrec.models.base import targets_at_last_position
+from seqrec.models.base import last_position, targets_at_last_position
 from seqrec.models.sasrec import SASRec, SASRecConfig
 from seqrec.nn import attention_mask
 
@@ -107,7 +107,7 @@ class CL4SRec(SASRec):
         items = torch.cat([_pad_to(p, width) for p in parts])
         lengths = torch.cat(lens)
         hidden = self.encode_views(items, lengths, last_only=last_only)
-        last = hidden if last_only else hidden[torch.arange(items.shape[0], device=items.device), lengths - 1]
+        last = hidden if last_only else last_position(hidden, lengths)
         off = b if original else 0
         h_orig = None
         if original:
@@ -118,7 +118,7 @@ class CL4SRec(SASRec):
         """Cross entropy of encode_with_views' original hidden ([B, T, d], or [B, 1, d] at the last position)."""
         targets = batch.targets
         if h_orig.shape[1] != targets.shape[1]:     # prefix examples (checked in encode_with_views): last target
-            targets = targets[torch.arange(targets.shape[0], device=targets.device), batch.lengths - 1][:, None]
+            targets = last_position(targets, batch.lengths)[:, None]
         return cross_entropy_at_targets(h_orig, targets, self.item_logits, self.cfg.logits_chunk_rows)
 
     def nce(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
