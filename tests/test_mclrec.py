@@ -105,7 +105,10 @@ def test_encode_views_with_masked_items_against_per_row_reference():
                 allowed[0, 0, q, k] = bool(row[0, k] != 0)
             if not allowed[0, 0, q].any():
                 allowed[0, 0, q, :q + 1] = True
-        x = m.embed(row, lengths[r:r + 1])
+        # official RecBole input: LayerNorm(E[item] + P[t]) at every position < length, masked ones included
+        # (E[0] is the zero padding row), so a masked position still carries its position embedding
+        x = m.embed.norm(m.embed.item(row) + m.embed.position(torch.arange(n))[None])
+        assert (x[0, row[0] == 0].abs().sum(dim=-1) > 0).all()
         for block in m.encoder.blocks:
             x = block(x, allowed)
         assert torch.allclose(out[r, :n], x[0], atol=1e-5), r
@@ -131,7 +134,7 @@ def test_cl4srec_views_loss_matches_separate_encodes():
     bt = batch()
     torch.manual_seed(3)
     views = m.augment(bt)
-    _, h1, h2 = m.encode_with_views(bt, views)
+    _, _, h1, h2 = m.encode_with_views(bt, views)
     r1 = m.encode_views(views.items1, views.lengths1)[torch.arange(8), views.lengths1 - 1]
     r2 = m.encode_views(views.items2, views.lengths2)[torch.arange(8), views.lengths2 - 1]
     assert torch.allclose(h1, r1, atol=1e-5) and torch.allclose(h2, r2, atol=1e-5)
@@ -205,14 +208,14 @@ def test_augmenter_loss_is_cl2_plus_weighted_reg():
     bt = batch()
     views = m.augment(bt)
     out = m.augmenter_loss(bt, views)
-    _, h1, h2 = m.encode_with_views(bt, views)
+    _, _, h1, h2 = m.encode_with_views(bt, views)
     z1, z2 = m.aug1(h1), m.aug2(h2)
     assert torch.allclose(z1.norm(dim=1), torch.ones(8), atol=1e-5)
     pairs = ((h1, z2), (h2, z1), (z1, z2))
     ref = sum(info_nce(a, b) for a, b in pairs) + 0.1 * sum(contrastive_margin_regularizer(a, b) for a, b in pairs)
     assert float(out["loss"].detach()) == pytest.approx(float(ref), rel=1e-5)
     enc = m.loss(bt, views)
-    ce = m.ce_loss(m.encode_with_views(bt, views)[0], bt)
+    ce = m.ce_loss(*m.encode_with_views(bt, views)[:2])
     assert float(enc["loss"].detach()) == pytest.approx(float(ce + 0.5 * ref), rel=1e-5)   # lambda 0 by default
 
 

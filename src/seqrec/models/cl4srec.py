@@ -82,7 +82,8 @@ class CL4SRec(SASRec):
         masked items (id 0 before position length).
 
         Masked items are hidden as keys (like padding) but their positions keep their outputs, so the output at
-        length - 1 exists even when the last item is masked (official: gather at the last index). A query with no
+        length - 1 exists even when the last item is masked (official: gather at the last index). Their input is
+        norm(0 + P[t]) as in the official RecBole model (padding rows, t >= length, stay zero). A query with no
         visible key (e.g. position 0 masked) falls back to attending to the positions < length before it, which
         only avoids NaN: such positions are never keys. On rows without masked items this equals SASRec.encode."""
         t = items.shape[1]
@@ -90,17 +91,19 @@ class CL4SRec(SASRec):
         allowed = attention_mask(items != 0, causal=True)
         empty = ~allowed.any(dim=-1, keepdim=True)
         mask = allowed | (empty & attention_mask(inside, causal=True))
-        return self.encoder(self.embed(items, lengths), inside, attn_mask=mask,
+        return self.encoder(self.embed(items, lengths, keep=inside), inside, attn_mask=mask,
                             only=lengths - 1 if last_only else None)
 
-    def encode_with_views(self, batch, views: Views, original: bool = True
-                          ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """One encoder call over [original; view1; view2]. Returns (the original's hidden for the CE or None,
-        h1 [B, d], h2 [B, d]) with h = output at each view's last position. The original's hidden is [B, T, d],
-        or [B, 1, d] at its last position when that is its only target ('prefix' examples): then every row needs
-        only its last output and the encoder computes just that (TransformerEncoder's `only`)."""
+    def encode_with_views(self, batch, views: Views, original: bool = True) -> tuple[
+            torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """One encoder call over [original; view1; view2]. Returns (h, y, h1, h2): the original's hidden h and its
+        CE targets y (both None with original=False), and h1, h2 [B, d], each view's output at its last position.
+        h is [B, T, d] with y = batch.targets, or [B, 1, d] with y [B, 1] when the last position is the only
+        target ('prefix' examples): then every row needs only its last output and the encoder computes just that
+        (TransformerEncoder's `only`)."""
         b = views.items1.shape[0]
-        last_only = not original or targets_at_last_position(batch) is not None
+        last_targets = targets_at_last_position(batch) if original else None
+        last_only = not original or last_targets is not None
         parts = ([batch.items] if original else []) + [views.items1, views.items2]
         lens = ([batch.lengths] if original else []) + [views.lengths1, views.lengths2]
         width = max(p.shape[1] for p in parts)
@@ -108,18 +111,17 @@ class CL4SRec(SASRec):
         lengths = torch.cat(lens)
         hidden = self.encode_views(items, lengths, last_only=last_only)
         last = hidden if last_only else last_position(hidden, lengths)
-        off = b if original else 0
-        h_orig = None
-        if original:
-            h_orig = last[:b, None] if last_only else hidden[:b, :batch.items.shape[1]]
-        return h_orig, last[off:off + b], last[off + b:]
+        if not original:
+            return None, None, last[:b], last[b:]
+        if last_only:
+            h, y = last[:b, None], last_targets[:, None]
+        else:
+            h, y = hidden[:b, :batch.items.shape[1]], batch.targets
+        return h, y, last[b:2 * b], last[2 * b:]
 
-    def ce_loss(self, h_orig: torch.Tensor, batch) -> torch.Tensor:
-        """Cross entropy of encode_with_views' original hidden ([B, T, d], or [B, 1, d] at the last position)."""
-        targets = batch.targets
-        if h_orig.shape[1] != targets.shape[1]:     # prefix examples (checked in encode_with_views): last target
-            targets = last_position(targets, batch.lengths)[:, None]
-        return cross_entropy_at_targets(h_orig, targets, self.item_logits, self.cfg.logits_chunk_rows)
+    def ce_loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross entropy of encode_with_views' (h, y)."""
+        return cross_entropy_at_targets(h, y, self.item_logits, self.cfg.logits_chunk_rows)
 
     def nce(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return info_nce(a, b, self.cfg.tau, self.cfg.similarity)
@@ -127,8 +129,8 @@ class CL4SRec(SASRec):
     # --- the protocol ------------------------------------------------------------------------------------------
     def loss(self, batch, views: Views | None = None) -> dict[str, torch.Tensor]:
         views = views if views is not None else self.augment(batch)
-        h, h1, h2 = self.encode_with_views(batch, views)
-        ce = self.ce_loss(h, batch)
+        h, y, h1, h2 = self.encode_with_views(batch, views)
+        ce = self.ce_loss(h, y)
         cl1 = self.nce(h1, h2)
         total = ce + self.cfg.cl_weight * cl1
         return {"loss": total, "ce": ce.detach(), "cl1": cl1.detach()}

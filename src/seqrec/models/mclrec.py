@@ -136,8 +136,8 @@ class MCLRec(CL4SRec):
     def loss(self, batch, views: Views | None = None) -> dict[str, torch.Tensor]:
         """The encoder (step 1 / 3) loss: CE + lambda L_cl1 + beta (L_cl2 + reg_weight Reg)."""
         views = views if views is not None else self.augment(batch)
-        h, h1, h2 = self.encode_with_views(batch, views)
-        ce = self.ce_loss(h, batch)
+        h, y, h1, h2 = self.encode_with_views(batch, views)
+        ce = self.ce_loss(h, y)
         total = ce
         out = {"ce": ce.detach()}
         if self.cfg.cl_weight > 0:
@@ -154,7 +154,7 @@ class MCLRec(CL4SRec):
     def augmenter_loss(self, batch, views: Views) -> dict[str, torch.Tensor]:
         """Step 2: L_cl2 + reg_weight Reg with the encoder run under no_grad (no encoder graph)."""
         with torch.no_grad():
-            _, h1, h2 = self.encode_with_views(batch, views, original=False)
+            _, _, h1, h2 = self.encode_with_views(batch, views, original=False)
         terms = self.model_aug_terms(h1, h2)
         return {"loss": self._meta_loss(terms), **{k: v.detach() for k, v in terms.items()}}
 

@@ -26,6 +26,9 @@ def position_ids(lengths: torch.Tensor, width: int, max_len: int, from_end: bool
 class SequenceEmbedding(nn.Module):
     """x = dropout(norm(E[items] * scale + P[positions])), padding rows zeroed.
 
+    Which rows count as padding: by default those with item id 0; `forward(..., keep=...)` overrides this (CL4SRec /
+    MCLRec keep masked items, id 0 inside the sequence, as norm(0 + P[t]) like the official RecBole model).
+
     layer_norm: apply LayerNorm after the sum (SASRec/RecBole) or not (BERT4Rec).
     scale_by_sqrt_d: multiply item embeddings by sqrt(d) (pmixer SASRec, MQSA-TED).
     """
@@ -41,10 +44,12 @@ class SequenceEmbedding(nn.Module):
         self.max_len = max_len
         self.positions_from_end = positions_from_end
 
-    def forward(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, lengths: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """items [B, T] right-padded, lengths [B]; keep [B, T] bool: rows left non-zero (default items != 0)."""
         if items.shape[1] > self.max_len:
             raise ValueError(f"sequence of width {items.shape[1]} exceeds max_len {self.max_len}")
         pos = position_ids(lengths, items.shape[1], self.max_len, self.positions_from_end)
         x = self.item(items) * self.scale + self.position(pos)
         x = self.dropout(self.norm(x))
-        return x * (items != 0).unsqueeze(-1).to(x.dtype)
+        keep = items != 0 if keep is None else keep
+        return x * keep.unsqueeze(-1).to(x.dtype)
