@@ -111,7 +111,9 @@ def main() -> None:
     ap.add_argument("--threads", default="1",
                     help="torch threads; --speed takes a comma-separated list (each variant timed at each)")
     ap.add_argument("--set", action="append", default=[], help="extra config overrides a.b=value")
-    ap.add_argument("--out", help="result file (default under benchmarks/results/)")
+    ap.add_argument("--out", help="result file (default: benchmarks/results/<model>_<dataset>_<examples>_"
+                                  "<budgetNm or full>[_<T>threads][_seed<S>].json; threads when not 1, seed when "
+                                  "--set train.seed=S)")
     args = ap.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
     if not args.speed and len(thread_counts) != 1:
@@ -160,6 +162,11 @@ def main() -> None:
     else:
         tag = "full"
     cfg = make_config(args.model, args.examples, overrides, args.dataset)
+    # runs that differ only in threads or seed must not overwrite each other's default file
+    if thread_counts[0] != 1:
+        tag += f"_{thread_counts[0]}threads"
+    if any(s.startswith("train.seed=") for s in args.set):
+        tag += f"_seed{cfg.train.seed}"
     result = train(cfg, None, quiet=False, command=" ".join(["python", *sys.argv]))
     path = Path(args.out) if args.out else RESULTS / f"{args.model}_{args.dataset}_{args.examples}_{tag}.json"
     atomic_write_json(path, result)
