@@ -18,7 +18,7 @@ import torch
 
 from seqrec.config import check_choice, check_range
 from seqrec.data.augment import two_views
-from seqrec.losses import cross_entropy_at_targets, info_nce
+from seqrec.losses import info_nce
 from seqrec.models import register
 from seqrec.models.base import last_position, targets_at_last_position
 from seqrec.models.sasrec import SASRec, SASRecConfig
@@ -100,7 +100,7 @@ class CL4SRec(SASRec):
         CE targets y (both None with original=False), and h1, h2 [B, d], each view's output at its last position.
         h is [B, T, d] with y = batch.targets, or [B, 1, d] with y [B, 1] when the last position is the only
         target ('prefix' examples): then every row needs only its last output and the encoder computes just that
-        (TransformerEncoder's `only`)."""
+        (TransformerEncoder's `only`). The CE of (h, y) is SASRec's `ce_loss`."""
         b = views.items1.shape[0]
         last_targets = targets_at_last_position(batch) if original else None
         last_only = not original or last_targets is not None
@@ -118,10 +118,6 @@ class CL4SRec(SASRec):
         else:
             h, y = hidden[:b, :batch.items.shape[1]], batch.targets
         return h, y, last[b:2 * b], last[2 * b:]
-
-    def ce_loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Full-softmax cross entropy of encode_with_views' (h, y)."""
-        return cross_entropy_at_targets(h, y, self.item_logits, self.cfg.logits_chunk_rows)
 
     def nce(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return info_nce(a, b, self.cfg.tau, self.cfg.similarity)

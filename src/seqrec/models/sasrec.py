@@ -69,8 +69,12 @@ class SASRec(SeqRecModel):
             h, y = self.encode_last(batch.items, batch.lengths)[:, None], last_targets[:, None]
         else:
             h, y = self.encode(batch.items, batch.lengths), batch.targets
-        ce = cross_entropy_at_targets(h, y, self.item_logits, self.cfg.logits_chunk_rows)
+        ce = self.ce_loss(h, y)
         return {"loss": ce, "ce": ce.detach()}
+
+    def ce_loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross entropy of hidden h [B, T, d] at its targets y [B, T] (0 = no target)."""
+        return cross_entropy_at_targets(h, y, self.item_logits, self.cfg.logits_chunk_rows)
 
     def represent(self, batch) -> torch.Tensor:
         """[B, d] sequence representation: the output at the last real item."""
