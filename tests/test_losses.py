@@ -10,29 +10,36 @@ import torch
 from seqrec.losses import chunked_logsumexp, cross_entropy_at_targets
 
 
-def naive_ce(hidden, targets, emb):
-    """Per target position: -log softmax over items 1..n, by a Python loop; mean over positions."""
+def naive_ce(hidden, targets, emb, padding_class=False):
+    """Per target position: -log softmax over items 1..n (padding_class: over ids 0..n), by a Python loop; mean
+    over positions."""
+    first = 0 if padding_class else 1
     vals = []
     for b in range(targets.shape[0]):
         for t in range(targets.shape[1]):
             y = int(targets[b, t])
             if y > 0:
-                s = hidden[b, t].double() @ emb[1:].double().T
-                vals.append(torch.logsumexp(s, 0) - s[y - 1])
+                s = hidden[b, t].double() @ emb[first:].double().T
+                vals.append(torch.logsumexp(s, 0) - s[y - first])
     return torch.stack(vals).mean()
 
 
+@pytest.mark.parametrize("padding_class", [False, True])
 @pytest.mark.parametrize("chunk", [0, 1, 4, 7, 1000])
-def test_cross_entropy_at_targets_matches_loop_in_any_chunking(chunk):
+def test_cross_entropy_at_targets_matches_loop_in_any_chunking(chunk, padding_class):
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(3, 5, 6, generator=g, requires_grad=True)
-    emb = torch.randn(10, 6, generator=g, requires_grad=True)      # row 0 = padding, never a class
+    emb = torch.randn(10, 6, generator=g, requires_grad=True)      # row 0 = padding, a class only if padding_class
     targets = torch.tensor([[1, 0, 9, 3, 0], [0, 0, 0, 0, 2], [4, 4, 5, 6, 7]])
-    got = cross_entropy_at_targets(hidden, targets, lambda h: h @ emb.T, chunk_rows=chunk)
-    ref = naive_ce(hidden, targets, emb)
+    got = cross_entropy_at_targets(hidden, targets, lambda h: h @ emb.T, chunk_rows=chunk,
+                                   padding_class=padding_class)
+    ref = naive_ce(hidden, targets, emb, padding_class)
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-6)
-    for a, b in zip(torch.autograd.grad(got, (hidden, emb)), torch.autograd.grad(ref, (hidden, emb))):
+    grads = torch.autograd.grad(got, (hidden, emb))
+    for a, b in zip(grads, torch.autograd.grad(ref, (hidden, emb))):
         torch.testing.assert_close(a.double(), b.double(), rtol=1e-4, atol=1e-6)
+    # the padding row is trained by the CE exactly when it is a class
+    assert bool(grads[1][0].abs().sum() > 0) == padding_class
 
 
 def test_cross_entropy_without_targets_is_zero_with_a_graph():

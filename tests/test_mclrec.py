@@ -190,6 +190,18 @@ def test_three_steps_touch_only_their_parameter_sets():
     assert all(not t.requires_grad for t in terms.values())
 
 
+@pytest.mark.parametrize("padding_class", [False, True])
+def test_ce_padding_class_trains_the_padding_row(padding_class):
+    # official RecBole CE: the padding row is a class (never a target), so the encoder steps move E[0], which is
+    # also the masked positions' input; without the switch E[0] keeps its initial value
+    m = make(beta=0.5, ce_padding_class=padding_class).train()
+    opts = m.configure_optimizers(Config().train)
+    before = m.embed.item.weight[0].detach().clone()
+    m.training_step(batch(), opts)
+    moved = not torch.equal(before, m.embed.item.weight[0].detach())
+    assert moved == padding_class
+
+
 def test_augmenter_step_builds_no_encoder_graph():
     m = make(beta=0.5).train()
     bt = batch()

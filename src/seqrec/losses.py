@@ -9,11 +9,14 @@ from torch.utils.checkpoint import checkpoint
 
 
 def cross_entropy_at_targets(hidden: torch.Tensor, targets: torch.Tensor,
-                             logits_fn: Callable[[torch.Tensor], torch.Tensor], chunk_rows: int = 0) -> torch.Tensor:
+                             logits_fn: Callable[[torch.Tensor], torch.Tensor], chunk_rows: int = 0,
+                             padding_class: bool = False) -> torch.Tensor:
     """Full-softmax cross entropy over items 1..n at the positions that have a target (targets > 0).
 
     hidden [B, T, d], targets [B, T] (0 = no target). Item logits are computed only at those positions:
     `logits_fn(h [K, d]) -> [K, n_items + 1]` (column 0, padding, is left out of the softmax).
+    padding_class: keep column 0 in the softmax as a class that is never a target (the RecBole models do this: their
+    CE logits are h @ E[:n_items]^T, padding row included, so that row is trained by the CE to score low).
     chunk_rows > 0: the K target rows are processed in chunks of that many, each recomputed in the backward pass
     (activation checkpointing), so at most one chunk's [rows, n_items] logits and gradient are alive at a time:
     peak memory is capped for long batches and large catalogues at the price of a second logits product.
@@ -23,17 +26,18 @@ def cross_entropy_at_targets(hidden: torch.Tensor, targets: torch.Tensor,
         return hidden.sum() * 0.0
     h, y = hidden[sel], targets[sel]
     if chunk_rows <= 0 or h.shape[0] <= chunk_rows:
-        return _cross_entropy_sum(h, y, logits_fn) / h.shape[0]
-    total = sum(checkpoint(_cross_entropy_sum, h[i:i + chunk_rows], y[i:i + chunk_rows], logits_fn,
+        return _cross_entropy_sum(h, y, logits_fn, padding_class) / h.shape[0]
+    total = sum(checkpoint(_cross_entropy_sum, h[i:i + chunk_rows], y[i:i + chunk_rows], logits_fn, padding_class,
                            use_reentrant=False) for i in range(0, h.shape[0], chunk_rows))
     return total / h.shape[0]
 
 
-def _cross_entropy_sum(h: torch.Tensor, y: torch.Tensor, logits_fn) -> torch.Tensor:
+def _cross_entropy_sum(h: torch.Tensor, y: torch.Tensor, logits_fn, padding_class: bool = False) -> torch.Tensor:
     logits = logits_fn(h).float()
-    # padding is not a class: -inf in place on the fresh logits (cheaper than slicing off the column, which made
-    # cross_entropy copy the whole [K, n_items] matrix)
-    logits[:, 0] = float("-inf")
+    if not padding_class:
+        # padding is not a class: -inf in place on the fresh logits (cheaper than slicing off the column, which made
+        # cross_entropy copy the whole [K, n_items] matrix)
+        logits[:, 0] = float("-inf")
     return F.cross_entropy(logits, y, reduction="sum")
 
 

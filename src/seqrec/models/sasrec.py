@@ -34,6 +34,11 @@ class SASRecConfig(ModelConfig):
     """Pre-LN blocks (True) or post-LN as in RecBole/MCLRec (False)."""
     init_std: float = 0.02
     """Std of the normal init of Linear and Embedding weights."""
+    ce_padding_class: bool = False
+    """Training CE only: keep the padding id 0 in the softmax as a class that is never a target (its logit is
+    h . E[0]), as the RecBole / official MCLRec code does. The CE then trains the padding row E[0], which is also the
+    input at masked view positions (CL4SRec / MCLRec); nn.Embedding's padding_idx only blocks the lookup's gradient.
+    False: the padding id is left out of the softmax and E[0] keeps its initial value. Scoring never ranks id 0."""
 
     def validate(self) -> None:
         super().validate()
@@ -74,7 +79,8 @@ class SASRec(SeqRecModel):
 
     def ce_loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Full-softmax cross entropy of hidden h [B, T, d] at its targets y [B, T] (0 = no target)."""
-        return cross_entropy_at_targets(h, y, self.item_logits, self.cfg.logits_chunk_rows)
+        return cross_entropy_at_targets(h, y, self.item_logits, self.cfg.logits_chunk_rows,
+                                        padding_class=self.cfg.ce_padding_class)
 
     def represent(self, batch) -> torch.Tensor:
         """[B, d] sequence representation: the output at the last real item."""
