@@ -22,6 +22,7 @@ and --examples prefix (faithful, default) or sequence (one row per user, all pos
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -96,6 +97,23 @@ def time_variant(model: str, examples: str, n_batches: int, threads: int, data) 
             "timed_seconds": round(float(np.sum(times)), 1), "config": cfg.to_dict()}
 
 
+def default_result_name(model: str, dataset: str, examples: str, tag: str, threads: int,
+                        overrides: list[str]) -> str:
+    """<model>_<dataset>_<examples>_<tag>[_<T>threads][_seed<S>][_<key>-<value>...].json: runs that differ in
+    threads, seed or any other --set override must not overwrite each other's default file."""
+    name = f"{model}_{dataset}_{examples}_{tag}"
+    if threads != 1:
+        name += f"_{threads}threads"
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key == "train.seed":
+            name += f"_seed{value}"
+        else:   # the key's last part and the value, each kept to file-name-safe characters
+            key, value = (re.sub(r"[^A-Za-z0-9._]+", "-", x).strip("-") for x in (key.rsplit(".", 1)[-1], value))
+            name += f"_{key}-{value}"
+    return name + ".json"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = ap.add_mutually_exclusive_group(required=True)
@@ -112,8 +130,8 @@ def main() -> None:
                     help="torch threads; --speed takes a comma-separated list (each variant timed at each)")
     ap.add_argument("--set", action="append", default=[], help="extra config overrides a.b=value")
     ap.add_argument("--out", help="result file (default: benchmarks/results/<model>_<dataset>_<examples>_"
-                                  "<budgetNm or full>[_<T>threads][_seed<S>].json; threads when not 1, seed when "
-                                  "--set train.seed=S)")
+                                  "<budgetNm or full>[_<T>threads][_seed<S>][_<key>-<value>...].json: threads when not 1, "
+                                  "seed and every other --set override when given)")
     args = ap.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
     if not args.speed and len(thread_counts) != 1:
@@ -162,13 +180,9 @@ def main() -> None:
     else:
         tag = "full"
     cfg = make_config(args.model, args.examples, overrides, args.dataset)
-    # runs that differ only in threads or seed must not overwrite each other's default file
-    if thread_counts[0] != 1:
-        tag += f"_{thread_counts[0]}threads"
-    if any(s.startswith("train.seed=") for s in args.set):
-        tag += f"_seed{cfg.train.seed}"
     result = train(cfg, None, quiet=False, command=" ".join(["python", *sys.argv]))
-    path = Path(args.out) if args.out else RESULTS / f"{args.model}_{args.dataset}_{args.examples}_{tag}.json"
+    path = Path(args.out) if args.out else RESULTS / default_result_name(
+        args.model, args.dataset, args.examples, tag, thread_counts[0], args.set)
     atomic_write_json(path, result)
     print(f"wrote {path}")
 

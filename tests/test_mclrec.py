@@ -106,7 +106,7 @@ def test_encode_views_with_masked_items_against_per_row_reference():
             if not allowed[0, 0, q].any():
                 allowed[0, 0, q, :q + 1] = True
         # official RecBole input: LayerNorm(E[item] + P[t]) at every position < length, masked ones included
-        # (E[0] is the zero padding row), so a masked position still carries its position embedding
+        # (E[0] is the padding row, randomly initialised like every row), so a masked position carries E[0] + P[t]
         x = m.embed.norm(m.embed.item(row) + m.embed.position(torch.arange(n))[None])
         assert (x[0, row[0] == 0].abs().sum(dim=-1) > 0).all()
         for block in m.encoder.blocks:

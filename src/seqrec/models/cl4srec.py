@@ -83,9 +83,10 @@ class CL4SRec(SASRec):
 
         Masked items are hidden as keys (like padding) but their positions keep their outputs, so the output at
         length - 1 exists even when the last item is masked (official: gather at the last index). Their input is
-        norm(0 + P[t]) as in the official RecBole model (padding rows, t >= length, stay zero). A query with no
-        visible key (e.g. position 0 masked) falls back to attending to the positions < length before it, which
-        only avoids NaN: such positions are never keys. On rows without masked items this equals SASRec.encode."""
+        norm(E[0] + P[t]) (E[0]: the padding row) as in the official RecBole model (padding rows, t >= length,
+        stay zero). A query with no visible key (e.g. position 0 masked) falls back to attending to the positions
+        < length before it, which only avoids NaN: such positions are never keys. On rows without masked items
+        this equals SASRec.encode."""
         t = items.shape[1]
         inside = torch.arange(t, device=items.device)[None, :] < lengths[:, None]
         allowed = attention_mask(items != 0, causal=True)

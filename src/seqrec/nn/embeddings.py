@@ -27,7 +27,8 @@ class SequenceEmbedding(nn.Module):
     """x = dropout(norm(E[items] * scale + P[positions])), padding rows zeroed.
 
     Which rows count as padding: by default those with item id 0; `forward(..., keep=...)` overrides this (CL4SRec /
-    MCLRec keep masked items, id 0 inside the sequence, as norm(0 + P[t]) like the official RecBole model).
+    MCLRec keep masked items, id 0 inside the sequence, as norm(E[0] + P[t]) like the official RecBole model; E[0], the
+    padding row, is N(0, std)-initialised like every row by the models' init and gets no gradient from the lookup).
 
     layer_norm: apply LayerNorm after the sum (SASRec/RecBole) or not (BERT4Rec).
     scale_by_sqrt_d: multiply item embeddings by sqrt(d) (pmixer SASRec, MQSA-TED).
