@@ -278,6 +278,7 @@ def test_configs_load():
             key = p.split("/")[-1][:-5]
             c = cfg.model
             assert (c.cl_weight, c.beta, c.dropout) == expect[key], p
+            assert c.ce_padding_class, p      # the official CE (docs/methods/mclrec.md)
 
 
 # --- a short training run --------------------------------------------------------------------------------------
