@@ -129,9 +129,9 @@ def main() -> None:
     ap.add_argument("--threads", default="1",
                     help="torch threads; --speed takes a comma-separated list (each variant timed at each)")
     ap.add_argument("--set", action="append", default=[], help="extra config overrides a.b=value")
-    ap.add_argument("--out", help="result file (default: benchmarks/results/<model>_<dataset>_<examples>_"
-                                  "<budgetNm or full>[_<T>threads][_seed<S>][_<key>-<value>...].json: threads when not 1, "
-                                  "seed and every other --set override when given)")
+    ap.add_argument("--out", help="result file (default: benchmarks/results/" + default_result_name(
+        "<model>", "<dataset>", "<examples>", "<budgetNm or full>", 1, []) + " with _<T>threads, _seed<S> and "
+        "_<key>-<value> inserted before .json for threads other than 1, the seed and every other --set override)")
     args = ap.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
     if not args.speed and len(thread_counts) != 1:

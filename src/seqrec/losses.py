@@ -11,7 +11,8 @@ from torch.utils.checkpoint import checkpoint
 def cross_entropy_at_targets(hidden: torch.Tensor, targets: torch.Tensor,
                              logits_fn: Callable[[torch.Tensor], torch.Tensor], chunk_rows: int = 0,
                              padding_class: bool = False) -> torch.Tensor:
-    """Full-softmax cross entropy over items 1..n at the positions that have a target (targets > 0).
+    """Full-softmax cross entropy over items 1..n (ids 0..n with padding_class) at the positions that have a target
+    (targets > 0).
 
     hidden [B, T, d], targets [B, T] (0 = no target). Item logits are computed only at those positions:
     `logits_fn(h [K, d]) -> [K, n_items + 1]` (column 0, padding, is left out of the softmax).
