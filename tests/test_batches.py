@@ -112,7 +112,9 @@ def test_causal_batch_against_naive(synthetic_split, mode):
     rows = [split.data.items[ex.starts[i]:ex.starts[i] + ex.lengths[i]].tolist() for i in idx]
     width = max(len(r) for r in rows) - 1
     assert b.items.shape == b.targets.shape == (40, width)        # only as wide as the batch needs
-    assert b.users.tolist() == ex.users[idx].tolist()
+    assert b.users is None                                        # training batches do not carry users
+    assert b.targets_at == ("last" if mode == "prefix" else "every")
+    expect_index, expect_items = [], []
     for r, row in enumerate(rows):
         inp, tgt = row[:-1], row[1:]
         if mode == "prefix":
@@ -121,7 +123,25 @@ def test_causal_batch_against_naive(synthetic_split, mode):
         assert b.items[r].tolist() == inp + [0] * pad
         assert b.targets[r].tolist() == tgt + [0] * pad
         assert int(b.lengths[r]) == len(inp)
-    assert torch.equal(b.padding_mask, b.items != 0)
+        expect_index += [r * width + t for t, y in enumerate(tgt) if y]
+        expect_items += [y for y in tgt if y]
+    # the static target description, built on the CPU with the batch (naive loop above as the reference)
+    assert b.target_index.tolist() == expect_index and b.target_items.tolist() == expect_items
+
+
+@pytest.mark.parametrize("mode", ["sequence", "prefix"])
+def test_rounded_width_changes_only_padding(synthetic_split, mode):
+    ex = build_examples(synthetic_split, mode, 21, min_len=2)
+    idx = np.random.default_rng(1).choice(len(ex), size=30, replace=False)
+    plain = causal_batch(synthetic_split.data.items, ex, idx)
+    wide = causal_batch(synthetic_split.data.items, ex, idx, pad_multiple=8, max_len=20)
+    w = plain.items.shape[1]
+    assert wide.items.shape[1] == min(-(-w // 8) * 8, 20) >= w
+    assert torch.equal(wide.items[:, :w], plain.items) and not wide.items[:, w:].any()
+    assert torch.equal(wide.targets[:, :w], plain.targets)
+    rows, cols = plain.target_index // w, plain.target_index % w
+    assert torch.equal(wide.target_index, rows * wide.items.shape[1] + cols)
+    assert torch.equal(wide.target_items, plain.target_items) and wide.targets_at == plain.targets_at
 
 
 def test_prefix_batch_has_one_target_per_row(hand):

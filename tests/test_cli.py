@@ -146,6 +146,34 @@ def test_error_not_a_checkpoint(tmp_path, capsys):
     assert_user_error(*run(capsys, "evaluate", bad), "junk.pt")
 
 
+@pytest.mark.parametrize("cut", [0, 10, -5, "half"])
+def test_truncated_checkpoint_is_one_line_error(tmp_path, capsys, cut):
+    from seqrec.errors import SeqrecError
+    from seqrec.train.checkpoint import load_checkpoint
+    whole = tmp_path / "whole.pt"
+    torch.save({"model": {"w": torch.ones(50)}, "config": {}, "dataset": {"n_items": 3}}, whole)
+    data = whole.read_bytes()
+    bad = tmp_path / "cut.pt"
+    bad.write_bytes(data[:len(data) // 2] if cut == "half" else data[:cut])
+    with pytest.raises(SeqrecError) as info:
+        load_checkpoint(bad)
+    msg = str(info.value)
+    assert "\n" not in msg and str(bad) in msg and "not a readable seqrec checkpoint" in msg
+    assert_user_error(*run(capsys, "evaluate", bad), "cut.pt", "not a readable")
+
+
+def test_checkpoint_load_does_not_hide_unrelated_errors(tmp_path, monkeypatch):
+    from seqrec.train.checkpoint import load_checkpoint
+    ok = tmp_path / "ok.pt"
+    torch.save({"x": 1}, ok)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("no memory")
+    monkeypatch.setattr(torch, "load", out_of_memory)
+    with pytest.raises(MemoryError, match="no memory"):
+        load_checkpoint(ok)
+
+
 def test_executable_exits_2_on_user_error(trained):
     exe = shutil.which("seqrec") or str(Path(sys.executable).parent / "seqrec")
     if not Path(exe).exists():

@@ -2,14 +2,18 @@
 switching, YAML errors with file and line, and the to_dict -> config_from_dict round trip."""
 from __future__ import annotations
 
+import ast
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from seqrec.config import (Config, DataConfig, EvalConfig, TrainConfig, apply_overrides, config_from_dict,
-                           load_config)
+from seqrec.config import (Config, DataConfig, EvalConfig, TrainConfig, _coerce, apply_overrides, config_from_dict,
+                           dataclass_from_dict, load_config, model_config_class)
 from seqrec.errors import ConfigError
-from seqrec.models import MODELS
+from seqrec.models import MODELS, EncoderConfig
 
 
 def error(overrides=None, path=None) -> str:
@@ -155,3 +159,86 @@ def test_selection_metric_must_be_computed():
     with pytest.raises(ConfigError, match=r"train.metric: NDCG@50 is not computed; add 50 to eval.ks"):
         load_config(None, ["train.metric=NDCG@50"])
     assert load_config(None, ["train.metric=NDCG@50", "eval.ks=[10, 50]"]).train.metric == "NDCG@50"
+
+
+# --- layering: config and data know nothing of the models; models never reach into training --------------------
+SRC = Path(__file__).resolve().parents[1] / "src" / "seqrec"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)   # from seqrec import models
+    return found
+
+
+def imports_any(path: Path, packages: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in imported_modules(path) if any(m == p or m.startswith(p + ".") for p in packages))
+
+
+@pytest.mark.parametrize("path", [SRC / "config.py", *sorted((SRC / "data").glob("*.py"))],
+                         ids=lambda p: str(p.relative_to(SRC)))
+def test_config_and_data_do_not_import_models_train_or_nn(path):
+    assert imports_any(path, ("seqrec.models", "seqrec.train", "seqrec.nn")) == []
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "models").glob("*.py")), ids=lambda p: str(p.relative_to(SRC)))
+def test_models_do_not_import_train(path):
+    assert imports_any(path, ("seqrec.train",)) == []
+
+
+def test_config_alone_finds_the_models_and_models_import_first():
+    # fresh interpreters: importing seqrec.config pulls in no model (nor torch) until a model is looked up, and a
+    # model module imported first (before seqrec.config) meets no import cycle
+    code = ("import sys, seqrec.config as c; assert 'seqrec.models' not in sys.modules and 'torch' not in sys.modules;"
+            "cfg = c.load_config(None, ['model.name=mqsa_ted', 'model.d=32']); print(type(cfg.model).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "MQSATEDConfig", out.stderr
+    for module in ("seqrec.models.sasrec", "seqrec.models.mclrec"):
+        out = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+
+
+# --- annotations are resolved once, per dataclass --------------------------------------------------------------
+def test_coerce_takes_resolved_types_only():
+    assert _coerce("x", "3", float) == 3.0
+    with pytest.raises(TypeError, match="unresolved annotation"):
+        _coerce("x", 3, "int")
+    # a dataclass whose annotations are postponed strings still coerces through dataclass_from_dict
+    assert dataclass_from_dict(TrainConfig, {"lr": "1e-3", "grad_clip": None}, "train").lr == 0.001
+
+
+# --- the shared encoder fields: flat keys, per-model defaults -------------------------------------------------
+ENCODER_DEFAULTS = {
+    "sasrec": dict(d=64, layers=2, heads=2, inner=256, dropout=0.5, attn_dropout=0.5, init_std=0.02),
+    "cl4srec": dict(d=64, layers=2, heads=2, inner=256, dropout=0.5, attn_dropout=0.5, init_std=0.02),
+    "mclrec": dict(d=64, layers=2, heads=2, inner=256, dropout=0.5, attn_dropout=0.5, init_std=0.02),
+    "bert4rec": dict(d=64, layers=2, heads=2, inner=256, dropout=0.2, attn_dropout=0.2, init_std=0.02),
+    "emkd": dict(d=256, layers=2, heads=2, inner=1024, dropout=0.3, attn_dropout=0.3, init_std=0.02),
+    "mqsa_ted": dict(d=64, layers=1, heads=1, dropout=0.5, attn_dropout=0.5, init_std=0.01),
+    "gru4rec": dict(d=64, layers=1, dropout=0.3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENCODER_DEFAULTS))
+def test_encoder_fields_per_model(name):
+    cls = model_config_class(name)
+    shared = {f.name for f in dataclasses.fields(EncoderConfig)}
+    cfg = cls()
+    assert {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if f.name in shared} == ENCODER_DEFAULTS[name]
+    # flat keys in and out
+    cfg = load_config(None, [f"model.name={name}", "model.d=32", "model.dropout=0.1"])
+    d = cfg.to_dict()["model"]
+    assert (cfg.model.d, d["d"], d["dropout"]) == (32, 32, 0.1)
+    assert all(not isinstance(v, dict) for k, v in d.items() if k != "member")
+
+
+def test_encoder_fields_are_validated():
+    assert "model.init_std" in error(["model.init_std=0"])
+    assert "model.layers" in error(["model.name=gru4rec", "model.layers=0"])
+    assert "'heads'" in error(["model.name=gru4rec", "model.heads=2"])     # gru4rec has no attention heads

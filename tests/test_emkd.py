@@ -77,7 +77,7 @@ def naive_terms(model, batch, seed, attrs: ItemAttributes):
     cfg = model.cfg
     torch.manual_seed(seed)
     views, vlen, labels, chosen = model.make_views(batch.items, batch.lengths, None)
-    b, m, n, width = batch.size, cfg.n_views, cfg.n_networks, batch.items.shape[1]
+    b, m, n, width = batch.items.shape[0], cfg.n_views, cfg.n_networks, batch.items.shape[1]
     table = torch.from_numpy(attrs.dense(model.n_items + 2)).double()
     enc = lambda net, row, ln: net.encode(row[None, :ln], torch.tensor([ln]))[0]       # [ln, d]
     hv = [[enc(net, views[r], int(vlen[r])) for r in range(m * b)] for net in model.members]
@@ -190,7 +190,7 @@ def test_views_are_masked_independently_and_shared_by_networks():
     torch.manual_seed(0)
     views, vlen, labels, chosen = model.make_views(batch.items, batch.lengths, None)
     assert views.shape == (4 * 400, 6) and bool((vlen.view(4, 400) == batch.lengths).all())
-    c = chosen.view(4, 400, 6)[:, batch.padding_mask]            # [M, real positions]
+    c = chosen.view(4, 400, 6)[:, batch.items != 0]          # [M, real positions]
     both = float((c[0] & c[1]).float().mean())
     assert abs(float(c.float().mean()) - 0.3) < 0.02 and abs(both - 0.09) < 0.02       # independent: p^2
 

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from seqrec.losses import chunked_logsumexp, cross_entropy_at_targets
+from seqrec.data.batch import Batch
+from seqrec.losses import chunked_logsumexp, item_cross_entropy, rows_at
 
 
 def naive_ce(hidden, targets, emb, padding_class=False):
@@ -26,13 +27,14 @@ def naive_ce(hidden, targets, emb, padding_class=False):
 
 @pytest.mark.parametrize("padding_class", [False, True])
 @pytest.mark.parametrize("chunk", [0, 1, 4, 7, 1000])
-def test_cross_entropy_at_targets_matches_loop_in_any_chunking(chunk, padding_class):
+def test_item_cross_entropy_at_batch_targets_matches_loop_in_any_chunking(chunk, padding_class):
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(3, 5, 6, generator=g, requires_grad=True)
     emb = torch.randn(10, 6, generator=g, requires_grad=True)      # row 0 = padding, a class only if padding_class
     targets = torch.tensor([[1, 0, 9, 3, 0], [0, 0, 0, 0, 2], [4, 4, 5, 6, 7]])
-    got = cross_entropy_at_targets(hidden, targets, lambda h: h @ emb.T, chunk_rows=chunk,
-                                   padding_class=padding_class)
+    batch = Batch(torch.zeros(3, 5, dtype=torch.long), torch.full((3,), 5), targets)    # describes the targets
+    got = item_cross_entropy(rows_at(hidden, batch.target_index), batch.target_items, lambda h: h @ emb.T,
+                             chunk_rows=chunk, padding_class=padding_class)
     ref = naive_ce(hidden, targets, emb, padding_class)
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-6)
     grads = torch.autograd.grad(got, (hidden, emb))
@@ -44,7 +46,8 @@ def test_cross_entropy_at_targets_matches_loop_in_any_chunking(chunk, padding_cl
 
 def test_cross_entropy_without_targets_is_zero_with_a_graph():
     hidden = torch.randn(2, 3, 4, requires_grad=True)
-    loss = cross_entropy_at_targets(hidden, torch.zeros(2, 3, dtype=torch.long), lambda h: h @ torch.ones(5, 4).T, 2)
+    index = torch.zeros(0, dtype=torch.long)
+    loss = item_cross_entropy(rows_at(hidden, index), index, lambda h: h @ torch.ones(5, 4).T, 2)
     assert loss.item() == 0.0 and loss.requires_grad
 
 

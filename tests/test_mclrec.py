@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from seqrec.train.manual import ManualOptimization
 from seqrec.config import Config, load_config
 from seqrec.data.batch import Batch
 from seqrec.data.dataset import leave_one_out
@@ -175,7 +176,8 @@ def test_three_steps_touch_only_their_parameter_sets():
         return orig_enc(bt, views, original)
 
     m.augment, m.encode_with_views = counting_augment, recording_encode
-    terms = m.training_step(batch(), opts)
+    terms = m.manual_step(batch(), ManualOptimization(opts))
+    assert not m.automatic_optimization
     assert which == [0, 1, 0]
     aug = aug_names(m)
     assert aug and len(aug) < len(snaps[0])
@@ -197,7 +199,7 @@ def test_ce_padding_class_trains_the_padding_row(padding_class):
     m = make(beta=0.5, ce_padding_class=padding_class).train()
     opts = m.configure_optimizers(Config().train)
     before = m.embed.item.weight[0].detach().clone()
-    m.training_step(batch(), opts)
+    m.manual_step(batch(), ManualOptimization(opts))
     moved = not torch.equal(before, m.embed.item.weight[0].detach())
     assert moved == padding_class
 
@@ -238,7 +240,9 @@ def test_joint_variant_updates_both_in_one_step():
     steps = []
     opts[0].register_step_post_hook(lambda *a: steps.append(1))
     before = snapshot(m)
-    m.training_step(batch(), opts)
+    assert m.automatic_optimization                  # MCLRec-J is an ordinary model: the trainer steps its loss
+    m.loss(batch())["loss"].backward()
+    opts[0].step()
     diff = changed(before, snapshot(m))
     assert steps == [1]
     assert aug_names(m) <= diff and diff - aug_names(m)
@@ -259,7 +263,7 @@ def test_ablation_switches():
     m = make(use_cl2=False, use_reg=False, cl_weight=0.1).train()
     opts = m.configure_optimizers(Config().train)
     before = snapshot(m)
-    terms = m.training_step(bt, opts)
+    terms = m.manual_step(bt, ManualOptimization(opts))
     diff = changed(before, snapshot(m))
     assert "aug_loss" not in terms and diff and diff.isdisjoint(aug_names(m))
 

@@ -61,11 +61,19 @@ def test_loss_terms_and_score_shape(synthetic_split, name):
 
     # one training step moves the weights and the loss goes down on the same batch after a few steps
     model.train()
-    opt = model.configure_optimizers(load_config(None, ["train.lr=0.01"]).train)
+    opt = model.configure_optimizers(load_config(None, ["train.lr=0.01"]).train)[0]
     torch.manual_seed(1)
-    first = float(model.training_step(batch, opt)["loss"].detach())
+
+    def step() -> float:         # what the trainer does for an automatic-optimisation model, in fp32
+        loss = model.loss(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    first = step()
     for _ in range(15):
-        last = float(model.training_step(batch, opt)["loss"].detach())
+        last = step()
     assert last < first
 
 
@@ -178,15 +186,15 @@ def test_encoder_only_positions_equal_full_outputs_and_gradients(causal, norm_fi
             assert torch.allclose(a, b, atol=1e-10)
 
 
-def test_targets_at_last_position_only_for_single_last_targets():
+def test_batch_describes_where_its_targets_are():
     from seqrec.data.batch import Batch
-    from seqrec.models.base import targets_at_last_position
     items = torch.tensor([[3, 4, 5], [6, 7, 0]])
     lengths = torch.tensor([3, 2])
     prefix = Batch(items, lengths, torch.tensor([[0, 0, 9], [0, 8, 0]]))
-    assert targets_at_last_position(prefix).tolist() == [9, 8]
+    assert prefix.targets_at == "last"
+    assert prefix.target_index.tolist() == [2, 4] and prefix.target_items.tolist() == [9, 8]
     every = Batch(items, lengths, torch.tensor([[4, 5, 9], [7, 8, 0]]))       # 'sequence' examples
-    assert targets_at_last_position(every) is None
+    assert every.targets_at == "every" and every.target_index.tolist() == [0, 1, 2, 3, 4]
     elsewhere = Batch(items, lengths, torch.tensor([[0, 9, 0], [0, 8, 0]]))   # one target, not at the end
-    assert targets_at_last_position(elsewhere) is None
-    assert targets_at_last_position(Batch(items, lengths)) is None
+    assert elsewhere.targets_at == "every" and elsewhere.target_index.tolist() == [1, 4]
+    assert Batch(items, lengths).targets_at == "none"

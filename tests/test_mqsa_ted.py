@@ -121,7 +121,9 @@ def test_transition_matrix_uses_training_items_only():
     # the model's prepare() builds exactly this (here: all its training items fit the span)
     m = make_model(n_items=data.n_items, max_len=10)
     m.prepare(split)
-    np.testing.assert_array_equal(m.transitions.toarray(), split_transition_matrix(split, last=10).toarray())
+    ref = TransitionTeacher(split_transition_matrix(split, last=10), m.cfg.tau)
+    torch.testing.assert_close(m.teacher.base, ref.base)
+    torch.testing.assert_close(m.teacher.coef.to_dense(), ref.coef.to_dense())
     assert not any("transition" in k for k in m.state_dict())
 
 
@@ -231,7 +233,7 @@ def test_lambda_zero_skips_ted(monkeypatch):
     m = make_model(lambda_kd=0.0)
     data = InteractionData.from_sequences("s", [np.arange(1, 8), np.arange(3, 12)], n_items=30)
     m.prepare(leave_one_out(data))
-    assert m.transitions is None
+    assert m.teacher is None
     monkeypatch.setattr(m, "ted", lambda *a: (_ for _ in ()).throw(AssertionError("TED computed")))
     out = m.loss(batch_of([6, 3]))
     assert set(out) == {"loss", "ce"}

@@ -153,7 +153,7 @@ def test_nan_loss_raises_training_diverged(synthetic, monkeypatch):
 
     monkeypatch.setattr(SASRec, "loss", nan_loss)
     with pytest.raises(TrainingDiverged) as info:
-        train(tiny_config(), None, quiet=True, data=synthetic)
+        train(tiny_config("train.log_every=1"), None, quiet=True, data=synthetic)
     msg = str(info.value)
     assert "nan" in msg and "epoch 1" in msg and "batch 1" in msg and "train.lr" in msg
 

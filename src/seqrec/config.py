@@ -4,7 +4,11 @@
 
 Every section is a dataclass; an unknown key is an error that lists the valid keys, and every value is checked
 by the section's `validate()`. The `model` section names a model (`model.name`) whose own dataclass
-(registered in `seqrec.models`) holds its hyper-parameters.
+holds its hyper-parameters; the models register those dataclasses in `MODEL_CONFIGS`.
+
+Dependencies flow one way: the models import this module (for `check_range`, `check_choice` and
+`dataclass_from_dict`), never the reverse. Looking up a model name that is not registered yet calls the loader
+installed by the `seqrec` package (`set_model_loader`), which imports `seqrec.models` on first need.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -25,6 +29,7 @@ EXAMPLE_MODES = ("sequence", "prefix", "windows")
 SHORT_USER_POLICIES = ("error", "drop", "train_only")
 OPTIMIZERS = ("adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
+SCHEDULES = ("constant", "linear", "cosine")
 
 
 def check_choice(where: str, value: Any, choices: tuple) -> None:
@@ -101,7 +106,17 @@ class TrainConfig:
     optimizer: str = "adam"
     """adam | adamw."""
     lr: float = 1e-3
-    """Learning rate (constant)."""
+    """Peak learning rate (the rate itself under schedule 'constant' without warmup)."""
+    schedule: str = "constant"
+    """Learning-rate schedule over the optimiser steps of max_epochs epochs, after `warmup_steps` of linear warmup
+    from 0: constant (lr) | linear (lr decaying linearly to 0 at the last step) | cosine (lr * (1 + cos(pi s)) / 2,
+    s the fraction of post-warmup steps done). An early stop or a time budget ends the run wherever it is."""
+    warmup_steps: int = 0
+    """Optimiser steps of linear warmup from 0 to lr (0 = none)."""
+    accumulate: int = 1
+    """Gradient accumulation: one optimiser step per this many batches, their gradients summed with each loss
+    divided by the number of batches in its group (so a step sees the mean over batch_size * accumulate
+    examples). Under torchrun only the last batch of a group all-reduces. Automatic-optimisation models only."""
     weight_decay: float = 0.0
     """Adam(W) weight decay."""
     grad_clip: float | None = None
@@ -124,13 +139,30 @@ class TrainConfig:
     seed: int = 2020
     """Seed for weights, data order, masking, augmentation and dropout."""
     threads: int | None = None
-    """torch intra-op threads (None = leave torch's default)."""
+    """torch intra-op threads. None: chosen by model size (seqrec.train.threads: one thread for small models,
+    where a second thread on a shared 2-core machine costs more than it gains; torch's default otherwise)."""
     device: str = "auto"
     """auto (cuda if available) | cpu | cuda."""
-    amp: bool = False
-    """bfloat16 autocast for the forward pass (GPU)."""
+    precision: str = "auto"
+    """Floating-point format of forward + loss: fp32 | bf16 (CPUs with avx512_bf16 / AMX, or GPUs) | fp16 (GPUs,
+    with loss scaling) | auto (the fastest that keeps fp32's accuracy on this device: bf16 on GPUs, fp32 on CPUs;
+    seqrec.train.precision). Weights and optimiser state stay float32."""
     compile: bool = False
-    """torch.compile the model's training forward."""
+    """torch.compile the training forward + loss (backward follows the compiled graph). Batch widths are rounded
+    to multiples of `pad_multiple` so that only a few shapes are compiled. Pays off on GPUs; see docs/benchmarks.md
+    for the CPU measurement."""
+    pad_multiple: int | None = None
+    """Round every training batch's width up to a multiple of this (capped at the model's length); padding changes
+    no output. None: 8 with compile, 1 (no rounding) without."""
+    log_every: int = 50
+    """Read the loss terms back from the device (a host sync), check them for inf/NaN and update the progress line
+    every this many batches, and at the end of an epoch. Under torchrun the time-budget check is agreed between
+    ranks at the same points only."""
+    prefetch: int = 2
+    """Batches prepared ahead by a background thread (slicing, padding, cloze masking; pinned memory on CUDA);
+    0 = build each batch in the loop."""
+    fused_optimizer: bool = True
+    """Use the fused Adam/AdamW kernel (one kernel for all parameters) where the device supports it."""
     bucket: bool = True
     """Group examples of similar length into batches so that batches are only as long as they need."""
     bucket_factor: int = 50
@@ -149,6 +181,14 @@ class TrainConfig:
         check_range("train.eval_every", self.eval_every, lo=1)
         check_range("train.eval_start", self.eval_start, lo=1)
         check_range("train.bucket_factor", self.bucket_factor, lo=1)
+        check_choice("train.schedule", self.schedule, SCHEDULES)
+        check_choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        check_range("train.warmup_steps", self.warmup_steps, lo=0)
+        check_range("train.accumulate", self.accumulate, lo=1)
+        check_range("train.log_every", self.log_every, lo=1)
+        check_range("train.prefetch", self.prefetch, lo=0)
+        if self.pad_multiple is not None:
+            check_range("train.pad_multiple", self.pad_multiple, lo=1)
         if self.grad_clip is not None:
             check_range("train.grad_clip", self.grad_clip, lo=0, lo_open=True)
         if self.time_budget_s is not None:
@@ -180,13 +220,12 @@ class EvalConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    model: Any = None  # the model's own config dataclass (see seqrec.models.MODELS); SASRec's by default
+    model: Any = None  # the model's own config dataclass (see MODEL_CONFIGS); SASRec's by default
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         if self.model is None:
-            from seqrec.models import model_config_from_dict
             self.model = model_config_from_dict({"name": "sasrec"})
 
     def validate(self) -> None:
@@ -220,9 +259,11 @@ def to_plain(obj: Any) -> Any:
 
 
 def _coerce(where: str, value: Any, annotation: Any) -> Any:
-    """Check/convert a YAML value against a field annotation (int, float, bool, str, list[int], optional)."""
+    """Check/convert a YAML value against a field annotation (int, float, bool, str, list[int], optional).
+
+    `annotation` is a resolved type (`typing.get_type_hints` of the dataclass), never a postponed string."""
     if isinstance(annotation, str):
-        annotation = eval(annotation, {"list": list, "dict": dict, "Any": Any})  # annotations are postponed
+        raise TypeError(f"{where}: unresolved annotation {annotation!r}; pass typing.get_type_hints(cls) types")
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -274,8 +315,40 @@ def dataclass_from_dict(cls: type, values: dict, where: str) -> Any:
     return cls(**kwargs)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# model configs, registered by the models
+
+
+MODEL_CONFIGS: dict[str, type] = {}
+"""Model name -> the model's config dataclass. Filled by `seqrec.models.register`; this module knows no model."""
+
+_model_loader: Callable[[], None] | None = None
+
+
+def set_model_loader(loader: Callable[[], None]) -> None:
+    """Install the function that imports (and so registers) every model; called once by the `seqrec` package."""
+    global _model_loader
+    _model_loader = loader
+
+
+def model_config_class(name: str) -> type:
+    """The config dataclass registered for model `name`; an unknown name is a ConfigError listing the models."""
+    if name not in MODEL_CONFIGS and _model_loader is not None:
+        _model_loader()     # models register on import; load them all before declaring a name unknown
+    if name not in MODEL_CONFIGS:
+        raise ConfigError(f"model.name: unknown model {name!r}; valid choices: {', '.join(sorted(MODEL_CONFIGS))}")
+    return MODEL_CONFIGS[name]
+
+
+def model_config_from_dict(d: dict, where: str = "model") -> Any:
+    """The config dataclass of the model `d['name']` (default sasrec) built from the flat keys of `d`."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping with at least 'name'")
+    name = d.get("name", "sasrec")
+    return dataclass_from_dict(model_config_class(name), {**d, "name": name}, where)
+
+
 def config_from_dict(d: dict, source: str = "config") -> Config:
-    from seqrec.models import model_config_from_dict
     if d is None:
         d = {}
     if not isinstance(d, dict):

@@ -8,29 +8,31 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 
-def cross_entropy_at_targets(hidden: torch.Tensor, targets: torch.Tensor,
-                             logits_fn: Callable[[torch.Tensor], torch.Tensor], chunk_rows: int = 0,
-                             padding_class: bool = False) -> torch.Tensor:
-    """Full-softmax cross entropy over items 1..n (ids 0..n with padding_class) at the positions that have a target
-    (targets > 0).
+def rows_at(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """[K, d] rows of hidden [B, T, d] at flat positions index [K] (b * T + t): the rows of a batch's targets
+    (`Batch.target_index`). An index gather, not a boolean mask, so the shape is known without a host sync."""
+    return hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
 
-    hidden [B, T, d], targets [B, T] (0 = no target). Item logits are computed only at those positions:
-    `logits_fn(h [K, d]) -> [K, n_items + 1]` (column 0, padding, is left out of the softmax).
+
+def item_cross_entropy(h: torch.Tensor, y: torch.Tensor, logits_fn: Callable[[torch.Tensor], torch.Tensor],
+                       chunk_rows: int = 0, padding_class: bool = False) -> torch.Tensor:
+    """Mean full-softmax cross entropy of the rows h [K, d] with targets y [K] (item ids >= 1) over items 1..n
+    (ids 0..n with padding_class); 0 when K = 0.
+
+    `logits_fn(h [k, d]) -> [k, n_items + 1]` gives the item logits (column 0, padding, is left out of the softmax).
     padding_class: keep column 0 in the softmax as a class that is never a target (the RecBole models do this: their
     CE logits are h @ E[:n_items]^T, padding row included, so that row is trained by the CE to score low).
-    chunk_rows > 0: the K target rows are processed in chunks of that many, each recomputed in the backward pass
+    chunk_rows > 0: the K rows are processed in chunks of that many, each recomputed in the backward pass
     (activation checkpointing), so at most one chunk's [rows, n_items] logits and gradient are alive at a time:
-    peak memory is capped for long batches and large catalogues at the price of a second logits product.
-    Returns the mean over target positions (0 if there are none)."""
-    sel = targets > 0
-    if not bool(sel.any()):
-        return hidden.sum() * 0.0
-    h, y = hidden[sel], targets[sel]
-    if chunk_rows <= 0 or h.shape[0] <= chunk_rows:
-        return _cross_entropy_sum(h, y, logits_fn, padding_class) / h.shape[0]
+    peak memory is capped for long batches and large catalogues at the price of a second logits product."""
+    k = h.shape[0]
+    if k == 0:
+        return h.sum() * 0.0
+    if chunk_rows <= 0 or k <= chunk_rows:
+        return _cross_entropy_sum(h, y, logits_fn, padding_class) / k
     total = sum(checkpoint(_cross_entropy_sum, h[i:i + chunk_rows], y[i:i + chunk_rows], logits_fn, padding_class,
-                           use_reentrant=False) for i in range(0, h.shape[0], chunk_rows))
-    return total / h.shape[0]
+                           use_reentrant=False) for i in range(0, k, chunk_rows))
+    return total / k
 
 
 def _cross_entropy_sum(h: torch.Tensor, y: torch.Tensor, logits_fn, padding_class: bool = False) -> torch.Tensor:

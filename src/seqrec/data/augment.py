@@ -21,9 +21,11 @@ OPERATORS = ("crop", "mask", "reorder")
 
 
 def _rand(shape, ref: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    # drawn on the generator's device (CPU for the global RNG), then moved: identical streams on CPU and GPU
-    dev = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(shape, generator=generator, device=dev).to(ref.device)
+    # drawn on the batch's device (a CPU draw copied to a GPU would wait for the copy: a host sync per call); a
+    # generator draws on its own device
+    if generator is None:
+        return torch.rand(shape, device=ref.device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(ref.device)
 
 
 def _inside(items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -87,8 +89,9 @@ def two_views(items: torch.Tensor, lengths: torch.Tensor, crop_ratio: float = 0.
     """Two augmented views of every row with different operators.
 
     Each operator is applied once to the whole batch and every view picks its operator's output per row (a row
-    never uses the same operator twice, so the two views' randomness is independent). Views are trimmed to their
-    longest row. Returns (items1, lengths1, items2, lengths2, ops [B, 2])."""
+    never uses the same operator twice, so the two views' randomness is independent). Views keep the input's
+    width T (trimming them to their longest row would read a length back from the device: a host sync per
+    batch); their padding columns change no output. Returns (items1, lengths1, items2, lengths2, ops [B, 2])."""
     if ops is None:
         ops = draw_operator_pairs(items.shape[0], items.device, generator)
     outs = [crop(items, lengths, crop_ratio, generator), mask(items, lengths, mask_ratio, generator),
@@ -103,6 +106,5 @@ def two_views(items: torch.Tensor, lengths: torch.Tensor, crop_ratio: float = 0.
         single = lengths == 1                            # len 1: the original sequence
         it = torch.where(single[:, None], items, it)
         ln = torch.where(single, lengths, ln)
-        width = int(ln.max()) if ln.numel() else 0
-        views += [it[:, :max(width, 1)].contiguous(), ln]
+        views += [it, ln]
     return views[0], views[1], views[2], views[3], ops

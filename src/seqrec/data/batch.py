@@ -18,33 +18,80 @@ import torch
 from seqrec.data.dataset import Split
 
 
+TARGETS_AT = ("none", "every", "last", "masked")
+
+
 @dataclass
 class Batch:
-    """A batch of right-padded item sequences (0 = padding).
+    """A batch of right-padded item sequences (0 = padding), with a static description of its targets.
 
-    items:   [B, T] item ids; row b holds lengths[b] real items followed by padding.
-    lengths: [B] number of real items per row (>= 1).
-    targets: [B, T] item to predict at each position, 0 = no target there (None: the model builds its own).
-    users:   [B] row index of the user in the dataset (None if unknown).
+    items:        [B, T] item ids; row b holds lengths[b] real items followed by padding.
+    lengths:      [B] number of real items per row (>= 1).
+    targets:      [B, T] item to predict at each position, 0 = no target there (None: no targets).
+    users:        [B] row index of the user in the dataset (evaluation / serving only; None in training).
+    target_index: [K] flat positions b * T + t of the targets, row-major (built on the CPU with the batch, so a
+                  loss gathers its rows with an index instead of discovering them with a boolean mask, which
+                  would force a host-device sync).
+    target_items: [K] the item to predict at each of those positions.
+    targets_at:   where the targets are: 'every' (each position with a next item: 'sequence' / 'windows'
+                  examples), 'last' (exactly one per row, at its last real position: 'prefix' examples; then
+                  target_index[b] = b * T + lengths[b] - 1 and a model may encode that position only),
+                  'masked' (cloze-masked positions; `items` already holds the masked input) or 'none'.
+
+    Given `targets` only (tests, hand-made batches on the CPU), the description is derived from them here.
     """
     items: torch.Tensor
     lengths: torch.Tensor
     targets: torch.Tensor | None = None
     users: torch.Tensor | None = None
+    target_index: torch.Tensor | None = None
+    target_items: torch.Tensor | None = None
+    targets_at: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.targets_at not in TARGETS_AT:
+            raise ValueError(f"Batch.targets_at: {self.targets_at!r}; expected one of {', '.join(TARGETS_AT)}")
+        if self.targets is None or self.target_index is not None:
+            return
+        if self.targets.device.type != "cpu":
+            raise ValueError("Batch: describe the targets (target_index, target_items, targets_at) where the batch "
+                             "is built, on the CPU; deriving them from device tensors would force a host sync")
+        self.target_index, self.target_items, kind = describe_targets(self.targets, self.lengths)
+        if self.targets_at == "none":
+            self.targets_at = kind
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        return Batch(**{f.name: (None if getattr(self, f.name) is None
-                                 else getattr(self, f.name).to(device, non_blocking=non_blocking))
-                        for f in fields(self)})
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k, v in moved.items():
+            if isinstance(v, torch.Tensor):
+                moved[k] = v.to(device, non_blocking=non_blocking)
+        return Batch(**moved)
 
-    @property
-    def size(self) -> int:
-        return self.items.shape[0]
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies of the tensors, so that `.to(cuda, non_blocking=True)` overlaps with compute."""
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k, v in moved.items():
+            if isinstance(v, torch.Tensor):
+                moved[k] = v.pin_memory()
+        return Batch(**moved)
 
-    @property
-    def padding_mask(self) -> torch.Tensor:
-        """[B, T] True at real items."""
-        return torch.arange(self.items.shape[1], device=self.items.device)[None, :] < self.lengths[:, None]
+
+def describe_targets(targets: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(target_index [K], target_items [K], 'last' | 'every') of dense CPU targets [B, T] (0 = none)."""
+    flat = targets.reshape(-1)
+    index = flat.nonzero().squeeze(1)
+    b, t = targets.shape
+    last = torch.arange(b) * t + lengths - 1
+    is_last = len(index) == b and b > 0 and bool((index == last).all())
+    return index, flat[index], "last" if is_last else "every"
+
+
+def round_width(width: int, multiple: int, cap: int) -> int:
+    """`width` rounded up to a multiple of `multiple`, at most `cap` (and never below `width`): batches of a few
+    fixed widths instead of one per length, so that a compiled model is not recompiled for every width."""
+    if multiple <= 1:
+        return width
+    return max(width, min(-(-width // multiple) * multiple, cap))
 
 
 def pad_slices(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, keep_last: int | None = None,
@@ -161,21 +208,35 @@ def next_item_split(span: torch.Tensor, length: torch.Tensor
     return inputs, in_len, span[:, 1:].clone()
 
 
-def causal_batch(flat: np.ndarray, ex: Examples, idx: np.ndarray) -> Batch:
-    """Spans -> (input = span[:-1], targets = span[1:]); 'prefix' examples keep only the last target."""
-    span, length = pad_slices(flat, ex.starts[idx], ex.lengths[idx])
+def causal_batch(flat: np.ndarray, ex: Examples, idx: np.ndarray, pad_multiple: int = 1,
+                 max_len: int | None = None) -> Batch:
+    """Spans -> (input = span[:-1], targets = span[1:]); 'prefix' examples keep only the last target.
+
+    pad_multiple / max_len: the input width is rounded up to a multiple of pad_multiple, at most max_len (the
+    model's input length); padding columns change no output of a right-padded model."""
+    lengths = ex.lengths[idx]
+    width = int(lengths.max()) - 1 if len(idx) else 0
+    width = round_width(width, pad_multiple, max_len or width)
+    span, length = pad_slices(flat, ex.starts[idx], lengths, width=width + 1)
     items, in_len, targets = next_item_split(torch.from_numpy(span), torch.from_numpy(length))
-    if ex.last_target_only:
-        keep = torch.zeros_like(targets, dtype=torch.bool)
-        keep[torch.arange(len(idx)), in_len - 1] = True
-        targets = torch.where(keep, targets, 0)
-    return Batch(items, in_len, targets, torch.from_numpy(ex.users[idx]))
+    if not ex.last_target_only:
+        return Batch(items, in_len, targets, targets_at="every")
+    rows = torch.arange(len(idx))
+    last = targets[rows, in_len - 1]
+    targets = torch.zeros_like(targets)
+    targets[rows, in_len - 1] = last
+    return Batch(items, in_len, targets, target_index=rows * targets.shape[1] + in_len - 1, target_items=last,
+                 targets_at="last")
 
 
-def span_batch(flat: np.ndarray, ex: Examples, idx: np.ndarray) -> Batch:
-    """Spans as they are (cloze models mask them themselves); no targets."""
-    span, length = pad_slices(flat, ex.starts[idx], ex.lengths[idx])
-    return Batch(torch.from_numpy(span), torch.from_numpy(length), None, torch.from_numpy(ex.users[idx]))
+def span_batch(flat: np.ndarray, ex: Examples, idx: np.ndarray, pad_multiple: int = 1,
+               max_len: int | None = None) -> Batch:
+    """Spans as they are, no targets (a model that builds its own views from them, e.g. EMKD); width rounded as
+    in causal_batch."""
+    lengths = ex.lengths[idx]
+    width = int(lengths.max()) if len(idx) else 0
+    span, length = pad_slices(flat, ex.starts[idx], lengths, width=round_width(width, pad_multiple, max_len or width))
+    return Batch(torch.from_numpy(span), torch.from_numpy(length))
 
 
 def history_batch(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, max_len: int,

@@ -6,7 +6,7 @@ fancy indexing instead of Python loops over users. Item ids are 1..n_items; 0 is
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -81,7 +81,6 @@ class Split:
     eval_users: np.ndarray     # users with a validation and a test target
     n_short_users: int = 0     # users with fewer than 3 items (not evaluated)
     short_policy: str = "train_only"
-    info: dict = field(default_factory=dict)
 
     @property
     def n_items(self) -> int:
@@ -126,6 +125,4 @@ def leave_one_out(data: InteractionData, short_users: str = "train_only") -> Spl
     eval_users = np.flatnonzero(~short)
     if len(eval_users) == 0:
         raise DataError(f"{data.source or data.name}: no user has the 3 interactions needed for a split")
-    return Split(data, start, train_len, eval_users, n_short, short_users,
-                 info={"users": data.n_users, "evaluated_users": int(len(eval_users)), "short_users": n_short,
-                       "short_users_policy": short_users})
+    return Split(data, start, train_len, eval_users, n_short, short_users)

@@ -7,32 +7,26 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from seqrec.data.masking import cloze_mask
-from seqrec.losses import cross_entropy_at_targets
-from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, init_normal
+from seqrec.data.masking import ClozeMasking, masked_batch
+from seqrec.losses import item_cross_entropy, rows_at
+from seqrec.config import check_range
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, init_normal
 from seqrec.nn import SequenceEmbedding, TransformerEncoder
 
 
 @dataclass
+@encoder_fields(d=64, layers=2, heads=2, inner=256, dropout=0.2, attn_dropout=0.2, init_std=0.02)
 class BERT4RecConfig(ModelConfig):
     name: str = "bert4rec"
     max_len: int = 50
     """Window length including the trailing [MASK] at inference."""
-    d: int = 64
-    layers: int = 2
-    heads: int = 2
-    inner: int = 256
-    dropout: float = 0.2
-    attn_dropout: float = 0.2
     mask_prob: float = 0.15
     """Probability that an item is chosen for prediction (then 80% [MASK], 10% random item, 10% unchanged)."""
     tied: bool = False
     """Score with the input embedding (True) or with a separate Linear(d, n_items + 1) output layer (False)."""
-    init_std: float = 0.02
 
     def validate(self) -> None:
         super().validate()
-        from seqrec.config import check_range
         check_range("model.mask_prob", self.mask_prob, lo=0, hi=1, lo_open=True)
         check_range("model.max_len", self.max_len, lo=2)
 
@@ -61,10 +55,17 @@ class BERT4Rec(SeqRecModel):
             return h @ self.embed.item.weight[: self.n_items + 1].T
         return self.out(h)
 
+    def cloze_masking(self) -> ClozeMasking:
+        return ClozeMasking(self.cfg.mask_prob, self.mask_token, self.n_items)
+
     def loss(self, batch) -> dict[str, torch.Tensor]:
-        items, labels = cloze_mask(batch.items, batch.lengths, self.cfg.mask_prob, self.mask_token, self.n_items)
-        h = self.encode(items, batch.lengths)
-        ce = cross_entropy_at_targets(h, labels, self.item_logits, self.cfg.logits_chunk_rows)
+        """CE at the masked positions. The trainer's batches come masked from the data pipeline (targets_at
+        'masked'); a raw batch is masked here with the global RNG (a convenience for direct calls: finding the
+        masked positions on a GPU costs a host sync)."""
+        if batch.targets_at != "masked":
+            batch = masked_batch(batch.to("cpu"), self.cloze_masking()).to(batch.items.device)
+        h = rows_at(self.encode(batch.items, batch.lengths), batch.target_index)
+        ce = item_cross_entropy(h, batch.target_items, self.item_logits, self.cfg.logits_chunk_rows)
         return {"loss": ce, "ce": ce.detach()}
 
     @property

@@ -20,7 +20,8 @@ from seqrec.config import check_choice, check_range
 from seqrec.data.augment import two_views
 from seqrec.losses import info_nce
 from seqrec.models import register
-from seqrec.models.base import last_position, targets_at_last_position
+from seqrec.losses import rows_at
+from seqrec.models.base import last_position
 from seqrec.models.sasrec import SASRec, SASRecConfig
 from seqrec.nn import attention_mask
 
@@ -58,7 +59,6 @@ class Views:
     lengths1: torch.Tensor
     items2: torch.Tensor
     lengths2: torch.Tensor
-    ops: torch.Tensor
 
 
 def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -74,8 +74,9 @@ class CL4SRec(SASRec):
     # --- pieces MCLRec reuses ----------------------------------------------------------------------------------
     def augment(self, batch, generator: torch.Generator | None = None) -> Views:
         c = self.cfg
-        return Views(*two_views(batch.items, batch.lengths, c.crop_ratio, c.mask_ratio, c.reorder_ratio,
-                                generator=generator))
+        items1, lengths1, items2, lengths2, _ = two_views(batch.items, batch.lengths, c.crop_ratio, c.mask_ratio,
+                                                          c.reorder_ratio, generator=generator)
+        return Views(items1, lengths1, items2, lengths2)
 
     def encode_views(self, items: torch.Tensor, lengths: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """[B, T, d] like SASRec.encode (or [B, d] at position length - 1 with last_only), but rows may contain
@@ -97,14 +98,13 @@ class CL4SRec(SASRec):
 
     def encode_with_views(self, batch, views: Views, original: bool = True) -> tuple[
             torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """One encoder call over [original; view1; view2]. Returns (h, y, h1, h2): the original's hidden h and its
-        CE targets y (both None with original=False), and h1, h2 [B, d], each view's output at its last position.
-        h is [B, T, d] with y = batch.targets, or [B, 1, d] with y [B, 1] when the last position is the only
-        target ('prefix' examples): then every row needs only its last output and the encoder computes just that
+        """One encoder call over [original; view1; view2]. Returns (h, y, h1, h2): the original's hidden rows at
+        its targets h [K, d] and the targets y [K] (both None with original=False), and h1, h2 [B, d], each view's
+        output at its last position. When the last position is the only target ('prefix' examples:
+        batch.targets_at == 'last') every row needs only its last output and the encoder computes just that
         (TransformerEncoder's `only`). The CE of (h, y) is SASRec's `ce_loss`."""
         b = views.items1.shape[0]
-        last_targets = targets_at_last_position(batch) if original else None
-        last_only = not original or last_targets is not None
+        last_only = not original or batch.targets_at == "last"
         parts = ([batch.items] if original else []) + [views.items1, views.items2]
         lens = ([batch.lengths] if original else []) + [views.lengths1, views.lengths2]
         width = max(p.shape[1] for p in parts)
@@ -115,10 +115,10 @@ class CL4SRec(SASRec):
         if not original:
             return None, None, last[:b], last[b:]
         if last_only:
-            h, y = last[:b, None], last_targets[:, None]
+            h = last[:b]
         else:
-            h, y = hidden[:b, :batch.items.shape[1]], batch.targets
-        return h, y, last[b:2 * b], last[2 * b:]
+            h = rows_at(hidden[:b, :batch.items.shape[1]], batch.target_index)
+        return h, batch.target_items, last[b:2 * b], last[2 * b:]
 
     def nce(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return info_nce(a, b, self.cfg.tau, self.cfg.similarity)

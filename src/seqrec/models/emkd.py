@@ -34,35 +34,25 @@ from seqrec.config import check_choice, check_range
 from seqrec.data.batch import next_item_split
 from seqrec.data.masking import cloze_mask
 from seqrec.errors import ConfigError
-from seqrec.losses import multi_positive_info_nce
+from seqrec.losses import multi_positive_info_nce, rows_at
 from seqrec.models import MODELS, register
-from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, init_normal
+from seqrec.models.base import DatasetInfo, EncoderConfig, ModelConfig, SeqRecModel, encoder_fields, init_normal
 
 # EMKD keys copied into the member's config when the member's dataclass has a field of that name
-SHARED_KEYS = ("max_len", "d", "layers", "heads", "inner", "dropout", "attn_dropout", "init_std", "mask_prob")
+SHARED_KEYS = ("max_len", *(f.name for f in dataclasses.fields(EncoderConfig)), "mask_prob")
 
 
 @dataclass
+@encoder_fields(d=256, layers=2, heads=2, inner=1024, dropout=0.3, attn_dropout=0.3, init_std=0.02)
 class EMKDConfig(ModelConfig):
+    """The encoder fields (d, layers, heads, inner, dropout, attn_dropout, init_std), max_len and mask_prob are
+    passed to every member whose config has that key (SHARED_KEYS); init_std also initialises the attribute heads.
+    The official code uses the same attention dropout as dropout."""
     name: str = "emkd"
     max_len: int = 15
     """Window length (a BERT4Rec member's window includes the trailing [MASK] at inference). Passed to members."""
     backbone: str = "bert4rec"
     """Registry name of the member model (bert4rec = the paper; sasrec, gru4rec also work)."""
-    d: int = 256
-    """Hidden size of every member (passed to members that have this key)."""
-    layers: int = 2
-    """Transformer blocks per member (passed on)."""
-    heads: int = 2
-    """Attention heads per member (passed on)."""
-    inner: int = 1024
-    """Feed-forward width per member (passed on)."""
-    dropout: float = 0.3
-    """Dropout of every member (passed on)."""
-    attn_dropout: float = 0.3
-    """Attention dropout of every member (passed on; the official code uses the same value as dropout)."""
-    init_std: float = 0.02
-    """Normal init std of members' Linear/Embedding weights and of the attribute heads (passed on)."""
     member: dict[str, Any] = field(default_factory=dict)
     """Extra keys of the member's own config (e.g. {tied: false} for BERT4Rec, {norm_first: true} for SASRec);
     they override the shared keys above. Unknown keys are an error that lists the member's valid keys."""
@@ -125,8 +115,8 @@ class EMKDConfig(ModelConfig):
 
     def member_config(self) -> ModelConfig:
         from seqrec.config import dataclass_from_dict
-        from seqrec.models import _load_optional
-        _load_optional()
+        from seqrec.models import load_all
+        load_all()
         choices = tuple(sorted(k for k in MODELS if k != "emkd"))
         check_choice("model.backbone", self.backbone, choices)
         if not isinstance(self.member, dict):
@@ -218,10 +208,14 @@ class EMKD(SeqRecModel):
         b, m, n = inputs.shape[0], cfg.n_views, cfg.n_networks
         views, vlen, labels, chosen = self.make_views(inputs, lengths, targets)
         need_plain = self.attr_active or ((cfg.use_icl or cfg.use_ccl) and b > 1)
-        sel = labels > 0                                              # [M*B, T] prediction positions
-        view_of = sel.nonzero()[:, 0] // b                            # view index of each selected row
-        per_view = torch.bincount(view_of, minlength=m).clamp(min=1).float()
-        tgt = labels[sel] - 1
+        # the prediction positions, found once (the step's one host sync: the masks are drawn on the device) and
+        # used by index everywhere below
+        index = labels.reshape(-1).nonzero().squeeze(1)               # [K] flat positions in [M*B, T]
+        view_of = index // labels.shape[1] // b                       # view of each prediction position
+        per_view = torch.zeros(m, device=index.device).index_add_(0, view_of, torch.ones_like(view_of,
+                                                                                        dtype=torch.float))
+        per_view = per_view.clamp(min=1)
+        tgt = labels.reshape(-1).index_select(0, index) - 1
 
         hidden_views, hidden_plain, logits, ces = [], [], [], []
         for net in self.members:
@@ -230,7 +224,7 @@ class EMKD(SeqRecModel):
                 hv, hp = h[: m * b], h[m * b:]
             else:
                 hv, hp = net.encode(views, vlen), None
-            z = self._logits_at_targets(net, hv, sel)                 # [K, n_items + 1]
+            z = self._logits_at_targets(net, hv, index)               # [K, n_items + 1]
             rows = F.cross_entropy(z[:, 1:].float(), tgt, reduction="none")
             ces.append((torch.zeros(m, device=rows.device).index_add_(0, view_of, rows) / per_view).sum())
             hidden_views.append(hv)
@@ -246,12 +240,14 @@ class EMKD(SeqRecModel):
 
         attr = zero
         if self.attr_active:
-            last = chosen[(m - 1) * b:]                                # chosen positions of the last view
-            if bool(last.any()):
-                item_at = (targets if self.causal else inputs)[last]   # the item whose attributes are predicted
-                y = self.attr_table[item_at].float()
-                attr = sum(F.binary_cross_entropy_with_logits(head(hp[last]).float(), y)
-                           for head, hp in zip(self.attr_heads, hidden_plain))
+            # BCE of every element (position x attribute) at the chosen positions of the last view, as a weighted
+            # mean over all positions (a boolean selection would need a host sync); 0 when none was chosen
+            last = chosen[(m - 1) * b:].float()                        # [B, T]
+            item_at = targets if self.causal else inputs               # the item whose attributes are predicted
+            y = self.attr_table[item_at].float()                       # [B, T, A]
+            denom = last.sum().clamp(min=1) * y.shape[-1]
+            attr = sum((F.binary_cross_entropy_with_logits(head(hp).float(), y, reduction="none").sum(-1) * last)
+                       .sum() / denom for head, hp in zip(self.attr_heads, hidden_plain))
 
         icl = ccl = zero
         if (cfg.use_icl or cfg.use_ccl) and b > 1:
@@ -270,10 +266,10 @@ class EMKD(SeqRecModel):
                 "attr": torch.as_tensor(attr).detach(), "icl": torch.as_tensor(icl).detach(),
                 "ccl": torch.as_tensor(ccl).detach()}
 
-    def _logits_at_targets(self, net, hv: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-        if self.cfg.logits_at == "all":
-            return net.item_logits(hv)[sel]             # every position, then the targets' rows (official way)
-        return net.item_logits(hv[sel])
+    def _logits_at_targets(self, net, hv: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if self.cfg.logits_at == "all":                 # every position, then the targets' rows (official way)
+            return rows_at(net.item_logits(hv), index)
+        return net.item_logits(rows_at(hv, index))
 
     # --- inference ------------------------------------------------------------------------------------------
     def member_scores(self, batch) -> torch.Tensor:
@@ -314,5 +310,5 @@ def ensemble_symmetric_kl(logits: list[torch.Tensor], view_of: torch.Tensor, n_v
     neg_entropy = sum((p * lp.detach()).sum(-1) for p, lp in zip(probs, logp))
     cross = sum(((total_p - p) * lp).sum(-1) for p, lp in zip(probs, logp))
     rows = 0.5 * ((n - 1) * neg_entropy - cross)
-    count = torch.bincount(view_of, minlength=n_views).clamp(min=1).float()
+    count = torch.zeros(n_views, device=rows.device).index_add_(0, view_of, torch.ones_like(rows)).clamp(min=1)
     return (torch.zeros(n_views, device=rows.device).index_add_(0, view_of, rows) / count).sum()

@@ -7,22 +7,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from seqrec.losses import cross_entropy_at_targets
-from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, last_position
+from seqrec.losses import item_cross_entropy, rows_at
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, last_position
 from seqrec.nn import Dropout
 
 
 @dataclass
+@encoder_fields(d=64, layers=1, dropout=0.3)
 class GRU4RecConfig(ModelConfig):
+    """`d` is the item embedding size (the GRU's input and, through the projection, its output width), `layers`
+    the GRU layers, `dropout` the dropout on the item embeddings."""
     name: str = "gru4rec"
     max_len: int = 50
-    d: int = 64
-    """Item embedding size."""
     hidden: int = 128
     """GRU hidden size."""
-    layers: int = 1
-    dropout: float = 0.3
-    """Dropout on the item embeddings."""
 
 
 class GRU4Rec(SeqRecModel):
@@ -49,8 +47,8 @@ class GRU4Rec(SeqRecModel):
         return h @ self.item.weight.T
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
-        ce = cross_entropy_at_targets(self.encode(batch.items, batch.lengths), batch.targets, self.item_logits,
-                                      self.cfg.logits_chunk_rows)
+        h = rows_at(self.encode(batch.items, batch.lengths), batch.target_index)
+        ce = item_cross_entropy(h, batch.target_items, self.item_logits, self.cfg.logits_chunk_rows)
         return {"loss": ce, "ce": ce.detach()}
 
     def score(self, batch) -> torch.Tensor:

@@ -4,16 +4,17 @@ Views: h1 = f(aug1(s)), h2 = f(aug2(s)) (data augmentation, CL4SRec's), z1 = w1(
 MLP d -> 32 -> 16 -> d with GELU, L2-normalised rows).
   L_cl1 = NCE(h1, h2);  L_cl2 = NCE(h1, z2) + NCE(h2, z1) + NCE(z1, z2)
   Reg   = R(h1, z2) + R(h2, z1) + R(z1, z2)         (losses.contrastive_margin_regularizer)
-Per batch (`training_step`, same augmented views in all three steps, fresh forward with fresh dropout each step):
+Per batch (`manual_step`, same augmented views in all three steps, fresh forward with fresh dropout each step):
   1. encoder step:   CE + lambda * L_cl1 + beta * (L_cl2 + reg_weight * Reg), Adam on the encoder only
   2. augmenter step: L_cl2 + reg_weight * Reg, Adam on w1, w2 only (encoder forward under no_grad)
   3. encoder step again (same loss as 1)
 `joint: true` (MCLRec-J): one optimiser over everything, one step on the step-1 loss.
 Ablation switches: cl_weight 0 (without L_cl1), use_cl2 false, use_reg false, shared_augmenter true.
 
-Under DDP the trainer hands `forward` (the DDP wrapper) to training_step; MCLRec calls its own methods directly
-(three steps with different parameter subsets do not fit DDP's one-forward-one-backward reducer) and averages the
-stepped parameters' gradients over the ranks itself after each backward (`train.distributed.average_gradients`).
+The three steps use the trainer's manual-optimisation handle (seqrec.train.manual.ManualOptimization): it runs
+autocast, the fp16 gradient scaler, clipping and, under torchrun, the gradient averaging of the stepped parameters
+(three steps over different parameter subsets do not fit DDP's one-forward-one-backward reducer). MCLRec-J (joint)
+is an ordinary automatic-optimisation model.
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from seqrec.losses import contrastive_margin_regularizer
 from seqrec.models import register
 from seqrec.models.base import make_optimizer
 from seqrec.models.cl4srec import CL4SRec, CL4SRecConfig, Views
-from seqrec.train.distributed import average_gradients
 
 
 @dataclass
@@ -93,6 +93,12 @@ class MCLRec(CL4SRec):
         self.aug2 = self.aug1 if cfg.shared_augmenter else Augmenter(cfg.d, list(cfg.aug_hidden))
 
     @property
+    def automatic_optimization(self) -> bool:          # MCLRec-J: one loss, one step; MCLRec: three steps
+        return self.cfg.joint
+
+    compiled_methods = ("loss", "augmenter_loss")
+
+    @property
     def uses_augmenters(self) -> bool:
         return self.cfg.use_cl2 or self.cfg.use_reg
 
@@ -111,10 +117,7 @@ class MCLRec(CL4SRec):
         if self.cfg.joint:
             return [make_optimizer(self.parameters(), train_cfg)]
         enc = make_optimizer(self.encoder_parameters(), train_cfg)
-        aug = make_optimizer(self.augmenter_parameters(), train_cfg)
-        if self.cfg.aug_lr is not None:
-            for g in aug.param_groups:
-                g["lr"] = self.cfg.aug_lr
+        aug = make_optimizer(self.augmenter_parameters(), train_cfg, lr=self.cfg.aug_lr)
         return [enc, aug]
 
     # --- losses -------------------------------------------------------------------------------------------------
@@ -159,37 +162,25 @@ class MCLRec(CL4SRec):
         return {"loss": self._meta_loss(terms), **{k: v.detach() for k, v in terms.items()}}
 
     # --- the three-step update ----------------------------------------------------------------------------------
-    @staticmethod
-    def _step(loss: torch.Tensor, params: list[nn.Parameter], opts: list[torch.optim.Optimizer],
-              step_opt: torch.optim.Optimizer, clip: float | None) -> None:
-        for o in opts:
-            o.zero_grad(set_to_none=True)
-        loss.backward()
-        average_gradients(params)           # under torchrun: what DDP's reducer does for one-step models
-        if clip:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        step_opt.step()
-
-    def training_step(self, batch, optimizers: list[torch.optim.Optimizer], forward=None,
-                      clip: float | None = None) -> dict[str, torch.Tensor]:
-        """Returns step 1's terms (the loss before this batch's updates) plus 'aug_loss' (step 2's loss)."""
+    def manual_step(self, batch, opt) -> dict[str, torch.Tensor]:
+        """Encoder, augmenter, encoder steps on the same views through the trainer's handle `opt`. Returns step 1's
+        terms (the loss before this batch's updates) plus 'aug_loss' (step 2's loss), all detached."""
         views = self.augment(batch)                     # the same views in every step
-        if self.cfg.joint:
-            terms = self.loss(batch, views)
-            self._step(terms["loss"], list(self.parameters()), optimizers, optimizers[0], clip)
-            terms["loss"] = terms["loss"].detach()
+        enc_opt, aug_opt = opt.optimizers
+        enc_params, aug_params = self.encoder_parameters(), self.augmenter_parameters()
+
+        def update(loss_fn, params, optimizer) -> dict[str, torch.Tensor]:
+            with opt.autocast():
+                terms = loss_fn(batch, views)
+            opt.zero_grad()
+            opt.backward(terms["loss"], params)
+            opt.step(optimizer, params)
             return terms
-        enc_opt, aug_opt = optimizers
-        enc_params = self.encoder_parameters()
-        terms = self.loss(batch, views)                                                  # step 1
-        self._step(terms["loss"], enc_params, optimizers, enc_opt, clip)
+
+        terms = update(self.loss, enc_params, enc_opt)                                   # step 1
         if self.uses_augmenters:                                                         # step 2
-            aug_terms = self.augmenter_loss(batch, views)
-            self._step(aug_terms["loss"], self.augmenter_parameters(), optimizers, aug_opt, clip)
-            terms["aug_loss"] = aug_terms["loss"].detach()
-        third = self.loss(batch, views)                                                  # step 3
-        self._step(third["loss"], enc_params, optimizers, enc_opt, clip)
-        for o in optimizers:
-            o.zero_grad(set_to_none=True)
+            terms["aug_loss"] = update(self.augmenter_loss, aug_params, aug_opt)["loss"].detach()
+        update(self.loss, enc_params, enc_opt)                                           # step 3
+        opt.zero_grad()
         terms["loss"] = terms["loss"].detach()
         return terms

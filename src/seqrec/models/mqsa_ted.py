@@ -29,28 +29,23 @@ import torch
 from torch import nn
 
 from seqrec.config import check_range
-from seqrec.losses import chunked_logsumexp, cross_entropy_at_targets
+from seqrec.losses import chunked_logsumexp, item_cross_entropy, rows_at
 from seqrec.models import register
-from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, last_position
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, last_position
 from seqrec.nn import Dropout, SequenceEmbedding, attention_mask
 from seqrec.nn.windowed import MQSABlock, window_mean
 
 
 @dataclass
+@encoder_fields(d=64, layers=1, heads=1, dropout=0.5, attn_dropout=0.5, init_std=0.01)
 class MQSATEDConfig(ModelConfig):
+    """Encoder fields here: `d` is also the FFN width (no `inner`); `layers` counts MQSA blocks per tower;
+    `dropout` applies to the embedded input, the FFN (inside and on its output) and the TED student embedding;
+    `attn_dropout` as in the official code equals `dropout`; `init_std` is the std of the normal init of the item
+    and position tables only (Linear layers: Glorot uniform, zero bias)."""
     name: str = "mqsa_ted"
     max_len: int = 50
     """Longest input (and evaluation history); positions count from the most recent item (left-padded slots)."""
-    d: int = 64
-    """Hidden size (= item embedding size and FFN width)."""
-    layers: int = 1
-    """MQSA blocks per tower."""
-    heads: int = 1
-    """Attention heads."""
-    dropout: float = 0.5
-    """Dropout on the embedded input, the FFN (inside and on its output), and the TED student embedding."""
-    attn_dropout: float = 0.5
-    """Dropout on the attention probabilities (the official code uses the same rate as `dropout`)."""
     window: int = 3
     """L: the long-query tower's query is the mean of the last L real inputs (L = 1 is SASRec's query)."""
     alpha: float = 0.5
@@ -66,8 +61,6 @@ class MQSATEDConfig(ModelConfig):
     official_cut: bool = True
     """True: training spans are each user's last max_len training items (max_len - 1 inputs, as the official code:
     its training list is cut to 50 and the input is cut[:-1]); False: the last max_len + 1 (max_len inputs)."""
-    init_std: float = 0.01
-    """Std of the normal init of the item and position tables (Linear layers: Glorot uniform, zero bias)."""
     ln_eps: float = 1e-8
     """LayerNorm epsilon (the official code uses 1e-24 on the variance, i.e. practically none)."""
 
@@ -78,7 +71,6 @@ class MQSATEDConfig(ModelConfig):
         check_range("model.lambda_kd", self.lambda_kd, lo=0)
         check_range("model.tau", self.tau, lo=0, lo_open=True)
         check_range("model.transitions_last", self.transitions_last, lo=-1)
-        check_range("model.init_std", self.init_std, lo=0, lo_open=True)
         check_range("model.ln_eps", self.ln_eps, lo=0, lo_open=True)
         if self.d % self.heads:
             from seqrec.errors import ConfigError
@@ -86,7 +78,9 @@ class MQSATEDConfig(ModelConfig):
 
 
 class Tower(nn.Module):
-    """A stack of MQSABlocks and a final LayerNorm; window > 1 feeds each block the window mean as its query."""
+    """A stack of MQSABlocks and a final LayerNorm; window > 1 feeds each block the window mean as its query.
+
+    forward(x, mask, keep): mask as MQSABlock's, [B, 1, T, T] or None for causal attention (is_causal)."""
 
     def __init__(self, cfg: MQSATEDConfig, window: int):
         super().__init__()
@@ -95,7 +89,7 @@ class Tower(nn.Module):
                                     for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.d, eps=cfg.ln_eps)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             q = None if self.window == 1 else window_mean(x, keep, self.window)
             x = block(x, mask, keep, q)
@@ -175,8 +169,8 @@ class MQSATED(SeqRecModel):
         self.short = Tower(cfg, 1) if cfg.alpha > 0 else None
         self.long = Tower(cfg, cfg.window) if cfg.alpha < 1 else None
         self.kd_dropout = Dropout(cfg.dropout)
-        self.transitions = None          # scipy CSR counts, set by prepare(); not part of the state_dict
-        self.teacher: TransitionTeacher | None = None     # the TED teachers computed from them
+        # the TED teachers, computed from the transition counts by prepare(); not part of the state_dict
+        self.teacher: TransitionTeacher | None = None
         self._init_weights(cfg.init_std)
 
     def _init_weights(self, std: float) -> None:
@@ -207,7 +201,6 @@ class MQSATED(SeqRecModel):
 
     def set_transitions(self, counts: sp.csr_matrix) -> None:
         """Use these transition counts ([N + 1, N + 1], rows/columns = item ids) for TED."""
-        self.transitions = counts
         self.teacher = TransitionTeacher(counts, self.cfg.tau)
 
     # --- model --------------------------------------------------------------------------------------------
@@ -215,12 +208,13 @@ class MQSATED(SeqRecModel):
         """[B, T, d] combined representation alpha h_short + (1 - alpha) h_long at every position."""
         keep = items != 0
         x = self.embed(items, lengths)
-        mask = attention_mask(keep, causal=True)
+        # mask None = is_causal: rows are right-padded, so real positions see the same keys as with the
+        # padding & causal mask, and no [B, 1, T, T] mask is built
         h = None
         if self.short is not None:
-            h = self.alpha * self.short(x, mask, keep)
+            h = self.alpha * self.short(x, None, keep)
         if self.long is not None:
-            hl = (1.0 - self.alpha) * self.long(x, mask, keep)
+            hl = (1.0 - self.alpha) * self.long(x, None, keep)
             h = hl if h is None else h + hl
         return h
 
@@ -235,7 +229,8 @@ class MQSATED(SeqRecModel):
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         h = self.encode(batch.items, batch.lengths)
-        ce = cross_entropy_at_targets(h, batch.targets, self.item_logits, self.cfg.logits_chunk_rows)
+        ce = item_cross_entropy(rows_at(h, batch.target_index), batch.target_items, self.item_logits,
+                                self.cfg.logits_chunk_rows)
         out = {"ce": ce.detach()}
         total = ce
         if self.cfg.lambda_kd > 0:

@@ -7,33 +7,20 @@ from dataclasses import dataclass
 import torch
 
 from seqrec.config import check_choice
-from seqrec.losses import cross_entropy_at_targets
-from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, init_normal, targets_at_last_position
+from seqrec.losses import item_cross_entropy, rows_at
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, init_normal
 from seqrec.nn import SequenceEmbedding, TransformerEncoder
 
 
 @dataclass
+@encoder_fields(d=64, layers=2, heads=2, inner=256, dropout=0.5, attn_dropout=0.5, init_std=0.02)
 class SASRecConfig(ModelConfig):
     name: str = "sasrec"
     max_len: int = 50
-    d: int = 64
-    """Hidden size."""
-    layers: int = 2
-    """Transformer blocks."""
-    heads: int = 2
-    """Attention heads."""
-    inner: int = 256
-    """Feed-forward width."""
-    dropout: float = 0.5
-    """Dropout on embeddings, residual branches and the feed-forward."""
-    attn_dropout: float = 0.5
-    """Dropout on attention probabilities."""
     activation: str = "gelu"
     """gelu | relu."""
     norm_first: bool = False
     """Pre-LN blocks (True) or post-LN as in RecBole/MCLRec (False)."""
-    init_std: float = 0.02
-    """Std of the normal init of Linear and Embedding weights."""
     ce_padding_class: bool = False
     """Training CE only: keep the padding id 0 in the softmax as a class that is never a target (its logit is
     h . E[0]), as the RecBole / official MCLRec code does. The CE then trains the padding row E[0], which is also the
@@ -69,18 +56,20 @@ class SASRec(SeqRecModel):
         return h @ self.embed.item.weight.T
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
-        last_targets = targets_at_last_position(batch)
-        if last_targets is not None:        # 'prefix' examples: one target per row, at its end
-            h, y = self.encode_last(batch.items, batch.lengths)[:, None], last_targets[:, None]
-        else:
-            h, y = self.encode(batch.items, batch.lengths), batch.targets
+        h, y = self.hidden_at_targets(batch)
         ce = self.ce_loss(h, y)
         return {"loss": ce, "ce": ce.detach()}
 
+    def hidden_at_targets(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h [K, d], y [K]): the hidden state at each target of the batch and the item to predict there."""
+        if batch.targets_at == "last":        # 'prefix' examples: one target per row, at its end
+            return self.encode_last(batch.items, batch.lengths), batch.target_items
+        return rows_at(self.encode(batch.items, batch.lengths), batch.target_index), batch.target_items
+
     def ce_loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Full-softmax cross entropy of hidden h [B, T, d] at its targets y [B, T] (0 = no target)."""
-        return cross_entropy_at_targets(h, y, self.item_logits, self.cfg.logits_chunk_rows,
-                                        padding_class=self.cfg.ce_padding_class)
+        """Full-softmax cross entropy of hidden rows h [K, d] with targets y [K]."""
+        return item_cross_entropy(h, y, self.item_logits, self.cfg.logits_chunk_rows,
+                                  padding_class=self.cfg.ce_padding_class)
 
     def represent(self, batch) -> torch.Tensor:
         """[B, d] sequence representation: the output at the last real item."""

@@ -1,5 +1,10 @@
 """Multi-head attention whose queries and keys may differ (the windowed multi-query attention of MQSA-TED feeds
-a window mean as query), and the padding / causal mask."""
+a window mean as query), and the padding / causal masks.
+
+Attention runs through F.scaled_dot_product_attention. Causal attention over right-padded sequences passes
+is_causal=True and no mask: a real query t only has real keys s <= t, so the plain causal mask equals the padding
+& causal one at every real position, and fused (flash) kernels can be used. Bidirectional attention passes the
+broadcastable key-padding mask [B, 1, 1, T] rather than an expanded [B, 1, T, T] one."""
 from __future__ import annotations
 
 import torch
@@ -18,6 +23,11 @@ def attention_mask(key_padding: torch.Tensor, causal: bool) -> torch.Tensor:
     return mask
 
 
+def key_padding_mask(key_padding: torch.Tensor) -> torch.Tensor:
+    """Boolean mask [B, 1, 1, T], True at the real keys; it broadcasts over heads and queries."""
+    return key_padding[:, None, None, :]
+
+
 class MultiHeadAttention(nn.Module):
     """Scaled dot-product attention over `heads` heads with separate query / key-value inputs."""
 
@@ -33,13 +43,22 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(d, d, bias=bias) if out_proj else nn.Identity()
         self.attn_dropout = attn_dropout
 
-    def forward(self, query: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        """query [B, Tq, d], kv [B, Tk, d] -> [B, Tq, d].
+
+        mask: boolean, broadcastable to [B, 1, Tq, Tk], True where a query may attend to a key (None: all keys).
+        is_causal: query t attends to keys s <= t (no mask allowed with it). Only for Tq == Tk: SDPA aligns its
+        causal mask to the top-left corner, which is not "s <= t" for queries that are a suffix of the keys."""
         b, t, d = query.shape
         h = self.heads
+        if is_causal and (mask is not None or t != kv.shape[1]):
+            raise ValueError("is_causal needs mask=None and as many queries as keys")
 
         def split(x: torch.Tensor) -> torch.Tensor:
             return x.view(b, -1, h, d // h).transpose(1, 2)
 
         y = F.scaled_dot_product_attention(split(self.q(query)), split(self.k(kv)), split(self.v(kv)),
-                                           attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0)
+                                           attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0,
+                                           is_causal=is_causal)
         return self.out(y.transpose(1, 2).reshape(b, t, d))

@@ -6,7 +6,7 @@ from torch import nn
 
 from seqrec.nn.dropout import Dropout
 
-from seqrec.nn.attention import MultiHeadAttention, attention_mask
+from seqrec.nn.attention import MultiHeadAttention, key_padding_mask
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
@@ -29,6 +29,7 @@ class TransformerBlock(nn.Module):
     norm_first=False (post-LN): x = LN(x + drop(attn(x))); x = LN(x + drop(ffn(x)))
     norm_first=True  (pre-LN):  x = x + drop(attn(LN(x))); x = x + drop(ffn(LN(x)))
     `query` (optional) replaces x as the attention query (keys and values stay x); its residual is the query.
+    `mask` / `is_causal` are MultiHeadAttention's (is_causal only with query=None).
     """
 
     def __init__(self, d: int, heads: int, inner: int, dropout: float, attn_dropout: float,
@@ -42,14 +43,15 @@ class TransformerBlock(nn.Module):
         self.drop2 = Dropout(dropout)
         self.norm_first = norm_first
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, query: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
         q = x if query is None else query
         if self.norm_first:
             qn = self.norm1(q)
             kv = qn if query is None else self.norm1(x)
-            h = q + self.drop1(self.attn(qn, kv, mask))
+            h = q + self.drop1(self.attn(qn, kv, mask, is_causal))
             return h + self.drop2(self.ffn(self.norm2(h)))
-        h = self.norm1(q + self.drop1(self.attn(q, x, mask)))
+        h = self.norm1(q + self.drop1(self.attn(q, x, mask, is_causal)))
         return self.norm2(h + self.drop2(self.ffn(h)))
 
 
@@ -71,19 +73,35 @@ class TransformerEncoder(nn.Module):
         only [B] (optional): return just the output at position only[b] of each row, [B, d] (a kept position).
         The last block then runs its query, feed-forward and norms for that one position (its keys and values
         still come from every position), which is the same function at a fraction of the last block's cost:
-        what a model needs when only the last position is scored (prefix training examples, ranking)."""
-        mask = attention_mask(padding, self.causal) if attn_mask is None else attn_mask
+        what a model needs when only the last position is scored (prefix training examples, ranking).
+
+        Without attn_mask no [B, 1, T, T] mask is built: a causal encoder uses SDPA's is_causal (the sequences are
+        right-padded, so every key s <= t of a real query t is real and the padding part of the mask changes
+        nothing at kept positions; padding rows may differ but are zeroed), a bidirectional one the key-padding
+        mask [B, 1, 1, T]."""
+        is_causal = attn_mask is None and self.causal
+        if attn_mask is not None:
+            mask = attn_mask
+        else:
+            mask = None if self.causal else key_padding_mask(padding)
         keep = padding.unsqueeze(-1).to(x.dtype)
         blocks = list(self.blocks)
         if only is not None and blocks:
             blocks, last = blocks[:-1], blocks[-1]
         for block in blocks:
-            x = block(x, mask) * keep
+            x = block(x, mask, is_causal=is_causal) * keep
         if only is None:
             return x
         rows = torch.arange(x.shape[0], device=x.device)
         if len(blocks) == len(self.blocks):          # no blocks at all
             return x[rows, only]
         query = x[rows, only].unsqueeze(1)                   # [B, 1, d]
-        query_mask = mask[rows, 0, only][:, None, None, :]   # [B, 1, 1, T]: that query's row of the mask
+        # [B, 1, 1, T]: that query's row of the (padding & causal, or given) mask
+        if attn_mask is not None:
+            query_mask = attn_mask[rows, 0, only][:, None, None, :]
+        elif self.causal:     # keys s <= only[b]; is_causal would align a single query to key 0
+            before = torch.arange(x.shape[1], device=x.device)[None, :] <= only[:, None]
+            query_mask = key_padding_mask(padding & before)
+        else:
+            query_mask = key_padding_mask(padding)
         return last(x, query_mask, query=query).squeeze(1)

@@ -45,7 +45,9 @@ class MQSABlock(nn.Module):
     """One (multi-)query self-attention block of MQSA-TED (see the module docstring).
 
     forward(x, mask, keep, query=None): x [B, T, d] keys/values (and the query when `query` is None), mask the
-    boolean attention mask [B, 1, T, T] (attention_mask(keep, causal=True)), keep [B, T] real items."""
+    boolean attention mask [B, 1, T, T] (attention_mask(keep, causal=True)) or None for plain causal attention
+    (SDPA's is_causal; the same outputs at the real positions of right-padded rows, whose keys s <= t are all
+    real), keep [B, T] real items. `query` is [B, T, d] like x (one query per position), so is_causal applies."""
 
     def __init__(self, d: int, heads: int, dropout: float, attn_dropout: float, inner: int | None = None,
                  ln_eps: float = 1e-8):
@@ -56,9 +58,9 @@ class MQSABlock(nn.Module):
         self.ffn = FeedForward(d, inner or d, dropout, "relu")
         self.drop = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor,
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, keep: torch.Tensor,
                 query: torch.Tensor | None = None) -> torch.Tensor:
         q_in = self.norm_q(x if query is None else query)
-        o = self.norm_o(self.attn(q_in, x, mask) + q_in)
+        o = self.norm_o(self.attn(q_in, x, mask, is_causal=mask is None) + q_in)
         o = o + self.drop(self.ffn(o))
         return o * keep.unsqueeze(-1).to(o.dtype)

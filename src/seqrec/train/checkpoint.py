@@ -2,6 +2,7 @@
 torch.load(weights_only=True), written atomically."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,11 @@ from seqrec.data.dataset import ItemAttributes
 from seqrec.errors import SeqrecError
 from seqrec.models import DatasetInfo, build_model
 from seqrec.utils import atomic_torch_save
+
+# what torch.load(weights_only=True) raises for a file that is not a readable checkpoint: a foreign or disallowed
+# pickle (UnpicklingError), an empty file (EOFError), a truncated or foreign zip archive and a corrupt legacy file
+# (RuntimeError), undecodable content (ValueError). Anything else (MemoryError, OSError, ...) is a real error.
+UNREADABLE_CHECKPOINT_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError)
 
 
 def info_to_plain(info: DatasetInfo, dataset_name: str) -> dict:
@@ -37,7 +43,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise SeqrecError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file
+    except UNREADABLE_CHECKPOINT_ERRORS as e:  # a truncated or foreign file
         raise SeqrecError(f"{path}: not a readable seqrec checkpoint "
                           f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]})") from None
 

@@ -46,6 +46,32 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
+def from_rank0(obj, info: DistInfo):
+    """Rank 0's value of `obj` on every rank (e.g. a default output folder named by the time of day)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(obj, info: DistInfo) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank (e.g. the ranks' RNG states for a checkpoint)."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_parameters(module: torch.nn.Module, info: DistInfo) -> None:
+    """Rank 0's parameters and buffers on every rank (what DDP does at wrap time, for a model it does not wrap)."""
+    if not info.enabled:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
@@ -59,8 +85,8 @@ def cleanup(info: DistInfo) -> None:
 def average_gradients(params) -> None:
     """Average the gradients of `params` over the process group, in place (one all-reduce).
 
-    For updates that DDP's reducer does not see: a model whose training step runs several backward passes over
-    different parameter subsets (MCLRec) calls this after each backward. A parameter without a gradient counts as a
+    For updates that DDP's reducer does not see: the trainer's manual-optimisation handle calls it after each
+    backward of a model that runs several backward passes over different parameter subsets (MCLRec). A parameter without a gradient counts as a
     zero gradient, so every rank reduces the same buffer. No-op outside torchrun."""
     if not (dist.is_available() and dist.is_initialized()):
         return

@@ -2,18 +2,27 @@
 
     result = train(cfg, out_dir="runs/x")
 
-One loop for every model: each epoch cuts the training spans into shuffled, length-bucketed batches and calls the
-model's `training_step`; every `eval_every` epochs it validates with full ranking, keeps the best weights
-(early stopping on `train.metric` with `patience`), and writes `last.pt` (everything needed to resume exactly:
-weights, optimisers, RNG state, epoch, early-stopping state, history) and `best.pt`. At the end the best weights are
-tested and `result.json` is written (format: docs/protocol.md).
+One loop for every model. The trainer owns optimisation; models only describe their losses (seqrec.models.base):
+each step runs forward + loss under the precision's autocast, backward (scaled under fp16), gradient clipping, the
+optimiser and LR-scheduler steps, with `train.accumulate` batches per optimiser step. A model that needs several
+updates per batch (MCLRec) declares manual optimisation and gets a ManualOptimization handle (seqrec.train.manual)
+that does the same per update. Loss terms stay on the device and are read back (a host sync) only every
+`train.log_every` batches.
 
-Under torchrun each process takes every world_size-th batch of the same shuffled epoch, gradients are averaged by
-DistributedDataParallel, evaluation is sharded across ranks, and only rank 0 writes files.
+Each epoch cuts the training spans into shuffled, length-bucketed batches, built ahead by a background thread
+(seqrec.data.loader); every `eval_every` epochs it validates with full ranking, keeps the best weights (early
+stopping on `train.metric` with `patience`), and writes `last.pt` (everything needed to resume exactly: weights,
+optimisers, schedulers, gradient scaler, every rank's RNG state, epoch, early-stopping state, history) and `best.pt`.
+At the end the best weights are tested and `result.json` is written (format: docs/protocol.md).
+
+Under torchrun each process takes every world_size-th batch of the same shuffled epoch, draws its own dropout,
+masks and augmentations (its own seed), gradients are averaged by DistributedDataParallel (or by the manual handle),
+evaluation is sharded across ranks, and only rank 0 writes files.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import sys
@@ -22,16 +31,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from seqrec.config import Config
 from seqrec.data.batch import build_examples, causal_batch, epoch_batches, span_batch
 from seqrec.data.dataset import leave_one_out
-from seqrec.errors import TrainingDiverged
+from seqrec.data.loader import BatchLoader, stream_seed
+from seqrec.errors import ConfigError, SeqrecError, TrainingDiverged
 from seqrec.eval.evaluator import evaluate
 from seqrec.models import DatasetInfo, build_model
 from seqrec.train.checkpoint import info_to_plain, load_checkpoint, save_checkpoint
-from seqrec.train.distributed import any_rank, barrier, cleanup, setup_distributed
+from seqrec.train.distributed import (any_rank, barrier, broadcast_parameters, cleanup, from_rank0, gather,
+                                      setup_distributed)
+from seqrec.train.manual import ManualOptimization
+from seqrec.train.precision import autocast_factory, grad_scaler, resolve_precision
 from seqrec.train.progress import Progress
+from seqrec.train.threads import default_threads
 from seqrec.utils import (atomic_write_json, atomic_write_text, device_name, git_commit, peak_rss_mb,
                           seed_everything, versions)
 
@@ -40,16 +55,39 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from seqrec.errors import ConfigError
         raise ConfigError("train.device: 'cuda' requested but no CUDA device is available; valid here: auto, cpu")
     return torch.device(name)
+
+
+class LossModule(nn.Module):
+    """The model's training computation as a module: forward(batch) = model.loss(batch). What DDP wraps (its
+    hooks need the training computation to run through a module's forward) and what torch.compile compiles; the
+    model's own forward is inference (score)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch) -> dict[str, torch.Tensor]:
+        return self.model.loss(batch)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the peak lr at optimiser step `step` (0-based) of `total` (train.schedule, train.warmup_steps)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    s = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 1.0 - s if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * s))
 
 
 class Trainer:
     """Builds data, model and optimisers from a Config and runs the loop.
 
     cfg:     the resolved configuration.
-    out_dir: folder for checkpoints, metrics.jsonl and result.json (None: keep nothing on disk).
+    out_dir: folder for checkpoints, metrics.jsonl and result.json (None: keep nothing on disk). Under torchrun
+             rank 0's value is used by every rank.
     quiet:   no progress output.
     resume:  continue from out_dir/last.pt (exactly: same data order, dropout and masking as an uninterrupted run).
     data:    an already loaded InteractionData (skips loading cfg.data; used by tests and benchmarks).
@@ -60,22 +98,19 @@ class Trainer:
                  data=None, command: str | None = None):
         self.t_start = time.perf_counter()
         self.cfg = cfg
-        self.out = Path(out_dir) if out_dir else None
         self.command = command or " ".join(sys.argv)
         # the commit of the code that runs: read now, since a long run's tree may change before it ends
         self.git_commit = git_commit()
         tc = cfg.train
-        if tc.threads:
-            torch.set_num_threads(tc.threads)
         self.device = resolve_device(tc.device)
         self.dist = setup_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        out_dir = from_rank0(None if out_dir is None else str(out_dir), self.dist)
+        self.out = Path(out_dir) if out_dir else None
         self.progress = Progress(enabled=not quiet and self.dist.is_main)
-        if tc.amp and self.device.type != "cuda":
-            from seqrec.errors import ConfigError
-            raise ConfigError("train.amp: bfloat16 autocast is for CUDA devices; on a CPU without bfloat16 units it "
-                              "is emulated and many times slower (measured ~30x here); set train.amp=false")
+        self.precision = resolve_precision(tc.precision, self.device)
+        self.autocast = autocast_factory(self.precision, self.device)
         seed_everything(tc.seed)
 
         if data is None:
@@ -90,22 +125,56 @@ class Trainer:
                 f"{'their items are used for training' if cfg.data.short_users == 'train_only' else 'dropped'})")
         self.info = DatasetInfo(data.n_items, data.attributes)
         self.model = build_model(cfg.model, self.info).to(self.device)
+        torch.set_num_threads(tc.threads or default_threads(self.model))
         self.model.prepare(self.split)          # training-data statistics some models need (no-op by default)
-        self.optimizers = self.model.configure_optimizers(tc)
         self.examples = build_examples(self.split, tc.examples, self.model.span_len, tc.window_step,
                                        min_len=2 if self.model.objective == "causal" else 1)
         if len(self.examples) == 0:
             from seqrec.errors import DataError
             raise DataError(f"{data.source or data.name}: no training examples (every user's training part is "
                             f"too short for train.examples={tc.examples!r})")
-        self.make_batch = causal_batch if self.model.objective == "causal" else span_batch
-        self.forward = self.model
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-            self.forward = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if tc.compile:
-            self.forward = torch.compile(self.forward)
+        self.batches_per_epoch = len(self._epoch_batches(1))
+
+        # optimisation: optimisers from the model, schedules / scaler / accumulation here
+        self.optimizers = self.model.configure_optimizers(tc)
+        steps_per_epoch = math.ceil(self.batches_per_epoch / tc.accumulate)
+        factor = functools.partial(lr_factor, total=steps_per_epoch * tc.max_epochs, warmup=tc.warmup_steps,
+                                   schedule=tc.schedule)
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in self.optimizers]
+        self.scaler = grad_scaler(self.precision, self.device)
+        self.manual = not self.model.automatic_optimization
+        if self.manual and tc.accumulate > 1:
+            raise ConfigError(f"train.accumulate: {self.model.name} runs several updates per batch (manual "
+                              f"optimisation) and does not accumulate gradients; expected 1")
+        compile_fn = functools.partial(torch.compile, dynamic=False) if tc.compile else None
+        if self.manual:
+            broadcast_parameters(self.model, self.dist)
+            self.handle = ManualOptimization(self.optimizers, self.autocast, self.scaler, tc.grad_clip,
+                                             distributed=self.dist.enabled)
+            for name in self.model.compiled_methods if compile_fn else ():
+                setattr(self.model, name, compile_fn(getattr(self.model, name)))
+        else:
+            self.loss_module: nn.Module = LossModule(self.model)
+            if self.dist.enabled:
+                from torch.nn.parallel import DistributedDataParallel
+                self.loss_module = DistributedDataParallel(
+                    self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if compile_fn:
+                self.loss_module = compile_fn(self.loss_module)
+
+        # batches: built ahead, width-rounded for compile, cloze-masked on the CPU where the model asks for it
+        pad = tc.pad_multiple or (8 if tc.compile else 1)
+        causal = self.model.objective == "causal"
+        make = causal_batch if causal else span_batch
+        width = self.model.span_len - 1 if causal else self.model.span_len
+        self.loader = BatchLoader(functools.partial(make, self.data.items, self.examples, pad_multiple=pad,
+                                                    max_len=width),
+                                  self.model.cloze_masking(), tc.seed, self.dist.rank, tc.prefetch,
+                                  pin_memory=self.device.type == "cuda")
+        # every rank its own dropout / augmentation stream (rank 0 keeps the seed's stream, so a single process
+        # draws exactly what it drew before DDP support); the weights were initialised identically above
+        if self.dist.rank > 0:
+            torch.manual_seed(stream_seed(tc.seed, 2, self.dist.rank))
         self.metric_name = tc.metric
 
         # loop state (all of it is checkpointed)
@@ -126,46 +195,96 @@ class Trainer:
         """Wall seconds of this run so far (across resumes), without train.track_test evaluations."""
         return self.elapsed_before + time.perf_counter() - self.t_start - self.tracking_seconds
 
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        tc = self.cfg.train
+        return epoch_batches(self.examples.lengths, tc.batch_size, tc.seed, epoch, tc.bucket, tc.bucket_factor,
+                             self.dist.rank, self.dist.world_size)
+
+    def training_step(self, batch, group_size: int = 1, step_now: bool = True) -> dict[str, torch.Tensor]:
+        """One batch: forward + loss under autocast, backward; with step_now, the optimiser step that ends a group
+        of `group_size` accumulated batches. Returns the detached loss terms (still on the device)."""
+        if self.manual:
+            terms = self.model.manual_step(batch, self.handle)
+        else:
+            with self.autocast():
+                terms = self.loss_module(batch)
+            loss = terms["loss"] / group_size if group_size > 1 else terms["loss"]
+            # under DDP only the last batch of an accumulation group all-reduces its gradients
+            sync = contextlib.nullcontext() if step_now or not self.dist.enabled else self.loss_module.no_sync()
+            with sync:
+                self.scaler.scale(loss).backward()
+            if step_now:
+                self._optimizer_step()
+        if step_now:
+            for s in self.schedulers:
+                s.step()
+        return {k: v.detach() for k, v in terms.items()}
+
+    def _optimizer_step(self) -> None:
+        scaled = self.scaler.is_enabled()
+        if self.cfg.train.grad_clip:
+            for o in self.optimizers if scaled else ():
+                self.scaler.unscale_(o)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip, foreach=True)
+        for o in self.optimizers:
+            if scaled:
+                self.scaler.step(o)
+            else:
+                o.step()
+        if scaled:
+            self.scaler.update()
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=True)
+
     def train_epoch(self, epoch: int) -> dict:
         tc = self.cfg.train
         self.model.train()
-        batches = epoch_batches(self.examples.lengths, tc.batch_size, tc.seed, epoch, tc.bucket, tc.bucket_factor,
-                                self.dist.rank, self.dist.world_size)
-        # loss terms are summed on the device and read back (a sync) every step on a CPU, but only every
-        # `sync_every` steps on a GPU, where each read would stall the queue
-        sync_every = 1 if self.device.type == "cpu" else 25
+        batches = self._epoch_batches(epoch)
+        n = len(batches)
         sums: dict[str, torch.Tensor] = {}
         means: dict[str, float] = {}
-        n_examples, last_checked = 0, 0
+        n_examples, last_read = 0, 0
         t0 = time.perf_counter()
-        amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if tc.amp else contextlib.nullcontext()
         budget_hit = False
-        for step, idx in enumerate(batches, 1):
-            batch = self.make_batch(self.data.items, self.examples, idx).to(self.device, non_blocking=True)
-            with amp:
-                terms = self.model.training_step(batch, self.optimizers, forward=self.forward, clip=tc.grad_clip)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v.detach().float() * len(idx)
-            n_examples += len(idx)
-            if step % sync_every == 0 or step == len(batches):
-                values = dict(zip(sums, torch.stack(list(sums.values())).tolist()))
-                if not math.isfinite(values["loss"]):
-                    where = f"batch {step}" if step - last_checked == 1 else f"batches {last_checked + 1}-{step}"
-                    raise TrainingDiverged(f"loss became {values['loss'] / n_examples} at epoch {epoch}, {where}; "
-                                           f"lower train.lr, set train.grad_clip, or check the data")
-                last_checked = step
-                means = {k: v / n_examples for k, v in values.items()}
-                self.progress.update(epoch, step, len(batches), means, n_examples, t0)
-            if tc.time_budget_s is not None and any_rank(self.elapsed() > tc.time_budget_s, self.dist):
-                budget_hit = True
-                break
+        step = 0
+        for step, batch in enumerate(self.loader.epoch(epoch, batches), 1):
+            batch = batch.to(self.device, non_blocking=True)
+            group_start = (step - 1) // tc.accumulate * tc.accumulate
+            group_size = min(tc.accumulate, n - group_start)
+            terms = self.training_step(batch, group_size, step_now=step == group_start + group_size)
+            size = batch.items.shape[0]
+            for k, v in terms.items():           # summed on the device: no host sync here
+                sums[k] = sums[k] + v.float() * size if k in sums else v.float() * size
+            n_examples += size
+            read_now = step % tc.log_every == 0 or step == n
+            if read_now:                         # sync point: the logged values
+                means = self._read(sums, n_examples, epoch, last_read, step)
+                last_read = step
+                self.progress.update(epoch, step, n, means, n_examples, t0)
+            if tc.time_budget_s is not None:
+                over = self.elapsed() > tc.time_budget_s
+                # ranks agree on stopping only where they sync anyway (no collective in every step)
+                if (over and not self.dist.enabled) or (read_now and any_rank(over, self.dist)):
+                    budget_hit = True
+                    break
         seconds = time.perf_counter() - t0
-        if sums and step != last_checked:       # stopped by the budget between two reads
-            means = {k: v / n_examples for k, v in zip(sums, torch.stack(list(sums.values())).tolist())}
+        if sums and step != last_read:       # stopped by the budget between two reads
+            means = self._read(sums, n_examples, epoch, last_read, step)
         return {"terms": means, "seconds": seconds,
-                "examples": n_examples, "batches": step if batches else 0, "budget_hit": budget_hit}
+                "examples": n_examples, "batches": step, "budget_hit": budget_hit}
 
-    def validate(self, which: str = "valid") -> dict:
+    def _read(self, sums: dict[str, torch.Tensor], n_examples: int, epoch: int, last_read: int,
+              step: int) -> dict[str, float]:
+        """The running means of the loss terms, read back from the device; stops a diverged run."""
+        values = dict(zip(sums, torch.stack(list(sums.values())).tolist()))
+        if not math.isfinite(values["loss"]):
+            where = f"batch {step}" if step - last_read == 1 else f"batches {last_read + 1}-{step}"
+            raise TrainingDiverged(f"loss became {values['loss'] / n_examples} at epoch {epoch}, {where}; "
+                                   f"lower train.lr, set train.grad_clip, or check the data")
+        return {k: v / n_examples for k, v in values.items()}
+
+    def evaluate(self, which: str = "valid") -> dict:
+        """Full-ranking metrics of the current weights on the 'valid' or 'test' split (sharded under torchrun)."""
         ec = self.cfg.eval
         return evaluate(self.model, self.split, which, ec.exclude, ec.ks, ec.batch_size, self.device,
                         self.dist.rank, self.dist.world_size)
@@ -179,12 +298,12 @@ class Trainer:
                       "examples_per_s": round(stats["examples"] / max(stats["seconds"], 1e-9), 1)}
             stop = stats["budget_hit"]
             if self.epoch >= tc.eval_start and (self.epoch % tc.eval_every == 0 or stop):
-                val = self.validate("valid")
+                val = self.evaluate("valid")
                 record["valid"] = val["metrics"]
                 record["eval_seconds"] = round(val["seconds"], 3)
                 if tc.track_test:        # reported only; never used for selection, its time not counted
                     t_track = time.perf_counter()
-                    record["test"] = self.validate("test")["metrics"]
+                    record["test"] = self.evaluate("test")["metrics"]
                     self.tracking_seconds += time.perf_counter() - t_track
                 value = val["metrics"][self.metric_name]        # its K is in eval.ks (Config.validate)
                 if value > self.best_metric:
@@ -208,13 +327,13 @@ class Trainer:
     def finish(self) -> dict:
         """Restore the best weights, test them and write result.json."""
         if self.best_state is None:          # never validated (e.g. eval_start > epochs run): use the last weights
-            val = self.validate("valid")
+            val = self.evaluate("valid")
             self.best_metric, self.best_epoch = val["metrics"][self.metric_name], self.epoch
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(self.best_state)
         train_wall = self.elapsed()
-        val = self.validate("valid")
-        test = self.validate("test")
+        val = self.evaluate("valid")
+        test = self.evaluate("test")
         result = self._result(val, test, train_wall)
         if self.out and self.dist.is_main:
             atomic_write_json(self.out / "result.json", result)
@@ -235,24 +354,32 @@ class Trainer:
         if self.out and self.dist.is_main:
             atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
 
-    def _state(self) -> dict:
+    def _rng_state(self) -> dict:
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+
+    def _state(self, rng: list[dict]) -> dict:
         return {
             "model": self.model.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "scaler": self.scaler.state_dict(),
             "config": self.cfg.to_dict(),
             "dataset": info_to_plain(self.info, self.data.name),
             "epoch": self.epoch,
             "best_metric": self.best_metric, "best_epoch": self.best_epoch, "bad_validations": self.bad_validations,
             "best_state": self.best_state,
             "history": self.history, "elapsed_s": self.elapsed(), "stopped_by": self.stopped_by,
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "rng": rng,                      # one entry per rank: each draws its own dropout / augmentations
         }
 
     def _save_state(self, finished: bool) -> None:
-        if not (self.out and self.dist.is_main):
+        if not self.out:
             return
-        state = self._state()
+        rng = gather(self._rng_state(), self.dist)       # a collective: every rank takes part
+        if not self.dist.is_main:
+            return
+        state = self._state(rng)
         state["finished"] = finished
         save_checkpoint(self.out / "last.pt", state)
         if self.best_epoch == self.epoch:
@@ -261,13 +388,17 @@ class Trainer:
                                                    "best_metric": self.best_metric})
 
     def _load_resume_state(self) -> None:
-        from seqrec.errors import SeqrecError
         if not self.out:
             raise SeqrecError("--resume needs --out DIR holding last.pt")
-        ckpt = load_checkpoint(self.out / "last.pt")
+        path = self.out / "last.pt"
+        ckpt = load_checkpoint(path)
         self.model.load_state_dict(ckpt["model"])
         for opt, sd in zip(self.optimizers, ckpt["optimizers"]):
             opt.load_state_dict(sd)
+        for sched, sd in zip(self.schedulers, ckpt.get("schedulers", [])):
+            sched.load_state_dict(sd)
+        if "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch = int(ckpt["epoch"])
         self.best_metric = float(ckpt["best_metric"])
         self.best_epoch = int(ckpt["best_epoch"])
@@ -276,9 +407,16 @@ class Trainer:
         self.history = list(ckpt["history"])
         self.elapsed_before = float(ckpt["elapsed_s"])
         self.stopped_by = ckpt["stopped_by"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if ckpt["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        rng = ckpt["rng"]
+        if isinstance(rng, dict):            # written before per-rank states: one process's state
+            rng = [{"torch": rng["torch"], "cuda": (rng.get("cuda") or [None])[0]}]
+        if len(rng) != self.dist.world_size:
+            raise SeqrecError(f"{path}: written by {len(rng)} process(es), resumed with {self.dist.world_size}; "
+                              f"an exact resume needs the same number of processes")
+        mine = rng[self.dist.rank]
+        torch.set_rng_state(mine["torch"])
+        if mine["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda"], self.device)
         if self.stopped_by == "early_stopping":
             self.epoch = self.cfg.train.max_epochs       # nothing left to train: just test again
 
@@ -301,6 +439,8 @@ class Trainer:
             "eval_seconds": round(test["seconds"], 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "device": device_name(self.device),
+            "precision": self.precision,
+            "compile": self.cfg.train.compile,
             "threads": torch.get_num_threads(),
             "world_size": self.dist.world_size,
             "seed": self.cfg.train.seed,
