@@ -76,7 +76,8 @@ def child(args) -> None:
     out = {"dataset": dataset, "n_items": data.n_items, "users": data.n_users, "overrides": args.set or [],
            "batches_per_epoch": len(batches), "load_s": round(load_s, 2), "init_s": round(init_s, 2),
            "transition_nnz": int(tr.model.teacher.coef.values().numel())
-           if getattr(tr.model, "teacher", None) is not None else 0, "rss_after_data_mb": round(rss_data, 1), "rss_after_init_mb": round(rss_init, 1),
+           if getattr(tr.model, "teacher", None) is not None else 0,
+           "rss_after_data_mb": round(rss_data, 1), "rss_after_init_mb": round(rss_init, 1),
            "occurrences_per_batch_mean": float(occ.mean()), "occurrences_per_batch_max": int(occ.max())}
     tr.model.train()
 
