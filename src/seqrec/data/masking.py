@@ -11,12 +11,14 @@ def cloze_mask(items: torch.Tensor, lengths: torch.Tensor, p: float, mask_token:
     """Choose each real item with probability p; a chosen item becomes [MASK] (80%), a random item in 1..n_items
     (10%) or stays (10%). Returns (masked items, labels) with labels = original item at chosen positions, else 0."""
     real = items != 0
-    u = torch.rand(items.shape, device=items.device, generator=generator)
+    # the generator is passed only when given: torch.compile cannot trace generator=None with symbolic shapes
+    rng = {} if generator is None else {"generator": generator}
+    u = torch.rand(items.shape, device=items.device, **rng)
     chosen = (u < p) & real
     # reuse u / p, uniform in [0, 1) among chosen positions, to pick the replacement kind
     r = u / p
     masked = torch.where(chosen & (r < 0.8), torch.full_like(items, mask_token), items)
-    rand_items = torch.randint(1, n_items + 1, items.shape, device=items.device, generator=generator)
+    rand_items = torch.randint(1, n_items + 1, items.shape, device=items.device, **rng)
     masked = torch.where(chosen & (r >= 0.8) & (r < 0.9), rand_items, masked)
     labels = torch.where(chosen, items, torch.zeros_like(items))
     return masked, labels

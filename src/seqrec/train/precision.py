@@ -25,16 +25,26 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def native_bf16_in_flags(cpuinfo: Path = CPUINFO) -> bool | None:
+    """True / False from the CPU flags in a /proc/cpuinfo-style file (avx512_bf16 or amx_bf16), None without one."""
+    if not cpuinfo.is_file():
+        return None
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            return bool(set(line.split(":", 1)[1].split()) & {"avx512_bf16", "amx_bf16"})
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes in bfloat16 natively (avx512_bf16 or AMX-BF16 in /proc/cpuinfo's flags; on
-    machines without that file, oneDNN's own check)."""
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text(errors="replace").splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return bool(flags & {"avx512_bf16", "amx_bf16"})
+    """True when this CPU computes in bfloat16 natively: from the CPU flags, or where there is no /proc/cpuinfo
+    (macOS, Windows), from oneDNN's own check."""
+    found = native_bf16_in_flags()
+    if found is not None:
+        return found
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check()) if check is not None else False
 

@@ -146,7 +146,9 @@ class Trainer:
         if self.manual and tc.accumulate > 1:
             raise ConfigError(f"train.accumulate: {self.model.name} runs several updates per batch (manual "
                               f"optimisation) and does not accumulate gradients; expected 1")
-        compile_fn = functools.partial(torch.compile, dynamic=False) if tc.compile else None
+        # torch.compile's automatic dynamic shapes: the first graph is specialised to its shapes; a dimension seen
+        # to change (the number of targets K of a batch, a new rounded width) is recompiled once as symbolic
+        compile_fn = torch.compile if tc.compile else None
         if self.manual:
             broadcast_parameters(self.model, self.dist)
             self.handle = ManualOptimization(self.optimizers, self.autocast, self.scaler, tc.grad_clip,
