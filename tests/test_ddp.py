@@ -27,9 +27,13 @@ SCRIPT = textwrap.dedent("""
 
     out = sys.argv[1]
     overrides = json.loads(sys.argv[2])
+    run_dir = sys.argv[3] if len(sys.argv) > 3 else os.path.join(out, "run")
+    resume = len(sys.argv) > 4
     rank = int(os.environ["RANK"])
     cfg = load_config(None, overrides)
-    trainer = Trainer(cfg, os.path.join(out, "run"), quiet=True, command="ddp test")
+    trainer = Trainer(cfg, run_dir, quiet=True, command="ddp test", resume=resume)
+    # the dropout / augmentation stream this rank starts training with
+    rng = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()
     assert trainer.dist.enabled and trainer.dist.world_size == 2, trainer.dist
     init = hashlib.sha256(b"".join(v.numpy().tobytes() for _, v in sorted(trainer.model.state_dict().items())))
     untrained = evaluate(trainer.model, trainer.split, "valid")["metrics"]       # this rank alone, all users
@@ -39,7 +43,7 @@ SCRIPT = textwrap.dedent("""
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     pop = evaluate(Popularity(trainer.split), trainer.split, "valid")["metrics"]
-    json.dump({"rank": rank, "init": init.hexdigest(), "checksum": h.hexdigest(),
+    json.dump({"rank": rank, "init": init.hexdigest(), "rng": rng, "checksum": h.hexdigest(),
                "valid": result["metrics"]["valid"], "test": result["metrics"]["test"],
                "losses": [r["train"]["loss"] for r in result["history"]], "untrained": untrained,
                "popularity": pop, "world_size": result["world_size"], "batches_examples": result["train_examples"],
@@ -48,12 +52,14 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def run_two_ranks(tmp_path, overrides: list[str]) -> tuple[dict, dict]:
+def run_two_ranks(tmp_path, overrides: list[str], run_dir: str | None = None, resume: bool = False
+                  ) -> tuple[dict, dict]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script),
-           str(tmp_path), json.dumps(overrides)]
+           str(tmp_path), json.dumps(overrides)] + ([run_dir] if run_dir else []) + (["resume"] if resume else [])
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     except subprocess.TimeoutExpired as e:
@@ -66,6 +72,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     r0, r1 = run_two_ranks(tmp_path, TINY + ["train.max_epochs=2", "train.device=cpu", "train.batch_size=32"])
     assert r0["world_size"] == r1["world_size"] == 2
     assert r0["init"] == r1["init"]                           # same seed -> same initial weights
+    assert r0["rng"] != r1["rng"]                             # ... but each rank its own dropout stream
     assert r0["checksum"] == r1["checksum"]                   # gradients averaged -> identical weights
     assert r0["valid"] == r1["valid"] and r0["test"] == r1["test"]      # sharded evaluation, all-reduced
     assert r0["users"] == 200
@@ -89,3 +96,14 @@ def test_ddp_mclrec_three_step_update_keeps_ranks_identical(tmp_path):
     assert r0["valid"] == r1["valid"]
     for r in (r0, r1):
         assert r["losses"][1] < r["losses"][0]
+
+
+def test_ddp_exact_resume_restores_every_ranks_stream(tmp_path):
+    """Two epochs in one go equal one epoch, then a resumed second one: each rank gets back its own RNG state."""
+    base = TINY + ["train.device=cpu", "train.batch_size=32", "model.name=bert4rec", "model.attn_dropout=0.1"]
+    full = run_two_ranks(tmp_path / "full", base + ["train.max_epochs=2"])
+    run = str(tmp_path / "cut" / "run")
+    run_two_ranks(tmp_path / "cut", base + ["train.max_epochs=1"], run)
+    resumed = run_two_ranks(tmp_path / "cut", base + ["train.max_epochs=2"], run, resume=True)
+    assert resumed[0]["checksum"] == resumed[1]["checksum"] == full[0]["checksum"]
+    assert resumed[0]["losses"] == full[0]["losses"]

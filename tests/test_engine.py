@@ -243,3 +243,37 @@ def test_native_bf16_detection_reads_cpu_flags(tmp_path, monkeypatch):
                            ("flags : fpu avx2 avx512f", False)):
         flags.write_text(f"processor : 0\n{line}\n")
         assert precision.native_bf16_in_flags(flags) is expected
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("bert4rec", ()),                                                   # masks drawn by the batch loader
+    ("mclrec", ()),                                                     # manual optimisation, two optimisers
+    ("sasrec", ("train.schedule=cosine", "train.warmup_steps=3", "train.accumulate=2")),
+])
+def test_exact_resume_of_the_new_engine_state(name, extra, tmp_path, monkeypatch):
+    cfg = load_config(None, tiny_model_overrides(name, "train.max_epochs=3", *extra))
+    Trainer(cfg, tmp_path / "a", quiet=True, data=synthetic_data()).fit()
+
+    # the same run, killed right after its first checkpoint, then resumed
+    save = Trainer._save_state
+
+    def save_then_die(self, finished):
+        save(self, finished)
+        raise Interrupted
+
+    monkeypatch.setattr(Trainer, "_save_state", save_then_die)
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path / "b", quiet=True, data=synthetic_data()).fit()
+    monkeypatch.setattr(Trainer, "_save_state", save)
+    Trainer(cfg, tmp_path / "b", quiet=True, resume=True, data=synthetic_data()).fit()
+
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert [h["train"] for h in a["history"]] == [h["train"] for h in b["history"]]
+    for k, v in a["model"].items():
+        assert torch.equal(b["model"][k], v), f"{name}: {k} differs after resume"
+    assert a["schedulers"] == b["schedulers"]
