@@ -181,3 +181,18 @@ def test_executable_exits_2_on_user_error(trained):
     p = subprocess.run([exe, "recommend", str(trained / "best.pt"), "--history", "1 2 x"], capture_output=True,
                        text=True, timeout=120)
     assert_user_error(p.returncode, p.stdout, p.stderr, "'x'")
+
+
+def test_checkpoint_from_before_train_precision_still_loads(trained, tmp_path):
+    # checkpoints written before train.precision carry train.amp (bfloat16 autocast, off by default)
+    from seqrec.train.checkpoint import model_from_checkpoint
+    ckpt = torch.load(trained / "best.pt", weights_only=True)
+    for amp, expected in ((False, "fp32"), (True, "bf16")):
+        cfg = dict(ckpt["config"])
+        train = {k: v for k, v in cfg["train"].items() if k != "precision"}
+        cfg["train"] = {**train, "amp": amp}
+        old = tmp_path / f"old_{amp}.pt"
+        torch.save({**ckpt, "config": cfg}, old)
+        model, loaded_cfg, _ = model_from_checkpoint(old)
+        assert loaded_cfg.train.precision == expected
+        assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())

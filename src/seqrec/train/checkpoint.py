@@ -48,13 +48,23 @@ def load_checkpoint(path: str | Path) -> dict:
                           f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]})") from None
 
 
+def upgrade_config(d: dict) -> dict:
+    """A config dict written by an earlier version, in today's keys (a copy): `train.amp` (bfloat16 autocast on
+    a GPU) became `train.precision` (amp true -> bf16, false -> fp32, which is what those runs did)."""
+    train = dict(d.get("train") or {})
+    if "amp" in train:
+        amp = train.pop("amp")
+        train.setdefault("precision", "bf16" if amp else "fp32")
+    return {**d, "train": train}
+
+
 def model_from_checkpoint(path: str | Path):
     """(model in eval mode, config, checkpoint dict) from a checkpoint written by the trainer."""
     ckpt = load_checkpoint(path)
     for key in ("model", "config", "dataset"):
         if key not in ckpt:
             raise SeqrecError(f"{path}: not a seqrec checkpoint (missing {key!r})")
-    cfg = config_from_dict(ckpt["config"], source=f"{path} (config)")
+    cfg = config_from_dict(upgrade_config(ckpt["config"]), source=f"{path} (config)")
     model = build_model(cfg.model, info_from_plain(ckpt["dataset"]))
     model.load_state_dict(ckpt["model"])
     model.eval()
