@@ -135,8 +135,23 @@ def build_variant(name: str, trainer: Trainer) -> CountingBackend | None:
     if kw is None:
         return None
     backend = CountingBackend(name, patches)
-    trainer.loss_module = torch.compile(LossModule(trainer.model), backend=backend, **kw)
+    compiled = torch.compile(LossModule(trainer.model), backend=backend, **kw)
+    trainer.loss_module = StaticShapes(compiled) if kw.get("dynamic") is False else compiled
     return backend
+
+
+class StaticShapes(torch.nn.Module):
+    """Calls the compiled module with dynamo's automatic dynamic shapes switched off as well: in one process with the
+    other variants (which share LossModule.forward's code cache and its recorded dynamic dimensions), dynamic=False
+    alone still gave SASRec a graph with a symbolic width (3 graphs for 6 widths, seen in the generated code)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, batch):
+        with torch._dynamo.config.patch(automatic_dynamic_shapes=False, assume_static_by_default=True):
+            return self.inner(batch)
 
 
 def profile_steps(trainer: Trainer, batches: list, n: int) -> list[dict]:

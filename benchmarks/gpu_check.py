@@ -176,6 +176,7 @@ def part_epochs(args) -> dict:
             del trainer
         except Exception as e:  # noqa: BLE001 -- recorded; the other model still runs
             out[name] = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+        args.save(out)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return out
@@ -254,6 +255,7 @@ def part_syncs(args) -> dict:
             res = count_syncs(trainer, batches[2:], trainer.device.type == "cuda")
             res.update({"status": "ok", "precision": trainer.precision, "seconds": round(time.perf_counter() - t0, 2)})
             out["models"][name] = res
+            args.save(out)                             # a later timeout keeps what is done
             del trainer, batches
         except Exception as e:  # noqa: BLE001 -- recorded; the next model still runs
             out["models"][name] = {"status": "error", "error": f"{type(e).__name__}: {e}",
@@ -280,6 +282,7 @@ def part_syncs(args) -> dict:
             res[variant] = {"first_pass_s": round(first, 3), **step_time(trainer, batches, 2 if args.dry_run else 3),
                             "widths": sorted({int(b.items.shape[1]) for b in batches})}
             del trainer
+            args.save({**out, "sasrec_eager_vs_compile": dict(res, status="partial")})
         res["compile_speedup"] = round(res["eager"]["s_per_step_best"] / res["compile"]["s_per_step_best"], 3)
         res["status"] = "ok"
         out["sasrec_eager_vs_compile"] = res
@@ -306,6 +309,8 @@ def run_part(args) -> int:
     dst.parent.mkdir(parents=True, exist_ok=True)
     head = {"benchmark": f"gpu_check/{args.part}", "dry_run": args.dry_run, "budget_s": args.budget_s}
     atomic_write_json(dst, {**head, "status": "running", **provenance(device=device_of(args))})
+    args.save = lambda body: atomic_write_json(dst, {**head, "status": "running", **provenance(device=device_of(args)),
+                                                     **body})
     t0 = time.perf_counter()
     try:
         if not args.dry_run and not torch.cuda.is_available():

@@ -156,3 +156,26 @@ def test_multi_head_attention_causal_flag():
         mha(q[:, :1], kv, is_causal=True)             # SDPA would align one query to key 0, not to the last key
     with pytest.raises(ValueError):
         mha(q, kv, tril, is_causal=True)
+
+
+@pytest.mark.parametrize("kind", ["causal", "key_padding", "explicit"])
+def test_cpu_attention_dropout_path_matches_sdpa_without_dropout_and_is_unbiased(kind, monkeypatch):
+    """On the CPU, training-mode attention dropout runs seqrec's math path (rand-based mask instead of SDPA's
+    bernoulli_). With the mask forced to ones it is SDPA without dropout; with p = 0.5 its mean over many draws is
+    the no-dropout output (inverted dropout is unbiased)."""
+    import seqrec.nn.attention as attention
+    g = torch.Generator().manual_seed(3)
+    b, h, t, dh = 3, 2, 5, 4
+    q, k, v = (torch.randn(b, h, t, dh, generator=g) for _ in range(3))
+    padding = torch.arange(t)[None, :] < torch.tensor([5, 3, 1])[:, None]
+    mask, causal = {"causal": (None, True), "key_padding": (key_padding_mask(padding), False),
+                    "explicit": (attention_mask(padding, causal=True), False)}[kind]
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    with monkeypatch.context() as m:
+        m.setattr(attention, "dropout_mask", lambda x, p: torch.ones_like(x))
+        torch.testing.assert_close(attention._attention_with_dropout(q, k, v, mask, causal, 0.5), reference)
+    torch.manual_seed(0)
+    draws = torch.stack([attention._attention_with_dropout(q, k, v, mask, causal, 0.5) for _ in range(4000)])
+    standard_error = draws.std(0) / math.sqrt(len(draws))
+    assert ((draws.mean(0) - reference).abs() <= 5 * standard_error + 1e-6).all()
+    assert (draws.std(0) > 0).any()                      # it did drop something

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqrec.nn.dropout import dropout_mask
+
 
 def attention_mask(key_padding: torch.Tensor, causal: bool) -> torch.Tensor:
     """Boolean mask [B, 1, T, T], True where query t may attend to key s: s is a real item (and s <= t if causal).
@@ -58,7 +60,25 @@ class MultiHeadAttention(nn.Module):
         def split(x: torch.Tensor) -> torch.Tensor:
             return x.view(b, -1, h, d // h).transpose(1, 2)
 
-        y = F.scaled_dot_product_attention(split(self.q(query)), split(self.k(kv)), split(self.v(kv)),
-                                           attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0,
-                                           is_causal=is_causal)
+        q, k, v = split(self.q(query)), split(self.k(kv)), split(self.v(kv))
+        p = self.attn_dropout if self.training else 0.0
+        if p > 0 and q.device.type == "cpu":
+            y = _attention_with_dropout(q, k, v, mask, is_causal, p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+def _attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                            is_causal: bool, p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(dh) masked) with dropout p on the probabilities, times v: what SDPA computes on a CPU
+    in training (no fused CPU kernel takes dropout, so SDPA runs this math too), but with the rand-based dropout
+    mask: SDPA draws it with bernoulli_, which took 17% of a SASRec Beauty step here (46 ms for [256, 2, 50, 50])."""
+    scores = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5)
+    if is_causal:
+        t = scores.shape[-1]
+        mask = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return (probs * dropout_mask(probs, p)) @ v
