@@ -41,14 +41,17 @@ def time_mode(cfg, data, examples, batches, logits_at: str, device: torch.device
     cfg.model.logits_at = logits_at
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, DatasetInfo(data.n_items, data.attributes)).to(device)
-    opts = model.configure_optimizers(cfg.train)
+    opt = model.configure_optimizers(cfg.train)[0]
     model.train()
     times, widths = [], []
     for i, idx in enumerate(batches):
         batch = span_batch(data.items, examples, idx).to(device)
         sync(device)
         t0 = time.perf_counter()
-        model.training_step(batch, opts)
+        loss = model.loss(batch)["loss"]          # the trainer's fp32 step: forward + loss, backward, Adam
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
         sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)

@@ -1,5 +1,5 @@
 """Peak memory and time of the item cross entropy over a large catalogue, whole vs in recomputed row chunks
-(`model.logits_chunk_rows`, seqrec.losses.cross_entropy_at_targets).
+(`model.logits_chunk_rows`, seqrec.losses.item_cross_entropy).
 
     python benchmarks/logits_memory.py                      # K = 6,000 target rows, N = 53,000 items (Taobao-sized)
 
@@ -21,16 +21,16 @@ from provenance import provenance  # noqa: E402
 CHILD = """
 import json, resource, sys, time, torch
 torch.set_num_threads(1)
-from seqrec.losses import cross_entropy_at_targets
+from seqrec.losses import item_cross_entropy
 k, n, d, chunk, run = (int(a) for a in sys.argv[1:6])
 g = torch.Generator().manual_seed(0)
-hidden = torch.randn(1, k, d, generator=g, requires_grad=True)
+hidden = torch.randn(k, d, generator=g, requires_grad=True)
 emb = (0.1 * torch.randn(n + 1, d, generator=g)).requires_grad_()
-targets = torch.randint(1, n + 1, (1, k), generator=g)
+targets = torch.randint(1, n + 1, (k,), generator=g)
 t0 = time.perf_counter()
 loss = None
 if run:
-    loss = cross_entropy_at_targets(hidden, targets, lambda h: h @ emb.T, chunk_rows=chunk)
+    loss = item_cross_entropy(hidden, targets, lambda h: h @ emb.T, chunk_rows=chunk)
     loss.backward()
 dt = time.perf_counter() - t0
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": dt,

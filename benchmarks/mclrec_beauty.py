@@ -2,7 +2,7 @@
 training speed and accuracy.
 
 Modes:
-  --speed            time a sample of training batches (global-RNG augmentation + the model's full training_step)
+  --speed            time a sample of training batches (global-RNG augmentation + the trainer's full training step)
                      at each of --threads (e.g. 1,2; default 1) and extrapolate to a whole epoch (the faithful 'prefix' epoch is
                      ceil(131,413 / 256) = 514 batches). Times each --variants entry (model:examples); writes
                      benchmarks/results/mclrec_speed_beauty_cpu.json (kind 'speed').
@@ -82,10 +82,9 @@ def time_variant(model: str, examples: str, n_batches: int, threads: int, data) 
     take = batches[:min(len(batches), n_batches + warm)]
     tr.model.train()
     times = []
-    for i, idx in enumerate(take):
-        b = tr.make_batch(data.items, tr.examples, idx)
+    for i, b in enumerate(tr.loader.epoch(1, take)):
         t0 = time.perf_counter()
-        tr.model.training_step(b, tr.optimizers, forward=tr.forward, clip=tc.grad_clip)
+        tr.training_step(b)
         if i >= warm:
             times.append(time.perf_counter() - t0)
     per_batch = float(np.mean(times))
@@ -159,7 +158,7 @@ def main() -> None:
         summary.update({key(r, "seconds_per_batch"): r["seconds_per_batch"] for r in runs})
         out = {"kind": "speed", "name": "mclrec_speed_beauty_cpu", "dataset": "Beauty",
                "description": "Training seconds per epoch on Beauty (CPU), extrapolated from the mean time of a "
-                              "sample of training_step calls (augmentation + all optimiser steps of a batch; batch "
+                              "sample of Trainer.training_step calls (augmentation + all optimiser steps of a batch; batch "
                               "building excluded, evaluation excluded) times the epoch's batch count. 'prefix' = the "
                               "faithful formulation (131,413 prefix examples, 514 batches, three steps per batch); "
                               "'sequence' = one row per user, every position supervised, one contrastive pair per "

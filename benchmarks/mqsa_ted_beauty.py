@@ -82,8 +82,8 @@ def child(args) -> None:
     tr.model.train()
 
     def step(idx):
-        batch = tr.make_batch(tr.data.items, tr.examples, idx)
-        tr.model.training_step(batch, tr.optimizers)
+        for batch in tr.loader.epoch(1, [idx]):
+            tr.training_step(batch)
 
     if args.mode == "speed":
         t0 = time.perf_counter()
