@@ -149,8 +149,9 @@ class TrainConfig:
     seqrec.train.precision). Weights and optimiser state stay float32."""
     compile: bool = False
     """torch.compile the training forward + loss (backward follows the compiled graph). Batch widths are rounded
-    to multiples of `pad_multiple` so that only a few shapes are compiled. Pays off on GPUs; see docs/benchmarks.md
-    for the CPU measurement."""
+    to multiples of `pad_multiple` so that only a few shapes are compiled. Meant for GPUs: on a CPU a compiled step
+    was 1.1-1.6x slower than eager whenever dropout is on, plus 15-100 s of compilation (docs/benchmarks.md,
+    "Compile on CPU")."""
     pad_multiple: int | None = None
     """Round every training batch's width up to a multiple of this (capped at the model's length); padding changes
     no output. None: 8 with compile, 1 (no rounding) without."""

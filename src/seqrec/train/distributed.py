@@ -86,8 +86,9 @@ def average_gradients(params) -> None:
     """Average the gradients of `params` over the process group, in place (one all-reduce).
 
     For updates that DDP's reducer does not see: the trainer's manual-optimisation handle calls it after each
-    backward of a model that runs several backward passes over different parameter subsets (MCLRec). A parameter without a gradient counts as a
-    zero gradient, so every rank reduces the same buffer. No-op outside torchrun."""
+    backward of a model that runs several backward passes over different parameter subsets (MCLRec). A parameter
+    without a gradient counts as a zero gradient, so every rank reduces the same buffer. No-op outside torchrun.
+    """
     if not (dist.is_available() and dist.is_initialized()):
         return
     world = dist.get_world_size()

@@ -32,9 +32,9 @@ class ManualOptimization:
     clip:       clip the gradient norm of the stepped parameters to this value (None = off).
     distributed: average gradients over the process group after each backward."""
 
-    def __init__(self, optimizers: list[torch.optim.Optimizer], autocast: Callable[[], contextlib.AbstractContextManager]
-                 | None = None, scaler: torch.amp.GradScaler | None = None, clip: float | None = None,
-                 distributed: bool = False):
+    def __init__(self, optimizers: list[torch.optim.Optimizer],
+                 autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+                 scaler: torch.amp.GradScaler | None = None, clip: float | None = None, distributed: bool = False):
         self.optimizers = optimizers
         self._autocast = autocast or contextlib.nullcontext
         self.scaler = scaler if scaler is not None and scaler.is_enabled() else None

@@ -60,7 +60,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return "fp32"       # AUTO on CPU: see the module docstring and docs/benchmarks.md
     if name == "bf16":
         if cuda and not torch.cuda.is_bf16_supported():
-            raise ConfigError("train.precision: bf16 is not supported by this GPU; use fp16 (with loss scaling) or fp32")
+            raise ConfigError("train.precision: bf16 is not supported by this GPU; use fp16 (with loss scaling) or "
+                              "fp32")
         if not cuda and not cpu_has_native_bf16():
             raise ConfigError("train.precision: bf16 on this CPU would be emulated (no avx512_bf16 / AMX-BF16) and "
                               "many times slower than fp32; use fp32")

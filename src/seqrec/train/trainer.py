@@ -148,7 +148,12 @@ class Trainer:
                               f"optimisation) and does not accumulate gradients; expected 1")
         # torch.compile's automatic dynamic shapes: the first graph is specialised to its shapes; a dimension seen
         # to change (the number of targets K of a batch, a new rounded width) is recompiled once as symbolic
-        compile_fn = torch.compile if tc.compile else None
+        compile_fn = None
+        if tc.compile:
+            # on a CPU, inductor's own RNG builds a Philox generator per element of a dropout mask, slower than
+            # ATen's bulk fill (docs/benchmarks.md "Compile on CPU"): keep ATen's there
+            options = {"fallback_random": True} if self.device.type == "cpu" else None
+            compile_fn = functools.partial(torch.compile, options=options)
         if self.manual:
             broadcast_parameters(self.model, self.dist)
             self.handle = ManualOptimization(self.optimizers, self.autocast, self.scaler, tc.grad_clip,
