@@ -27,9 +27,10 @@ SCRIPT = textwrap.dedent("""
 
     out = sys.argv[1]
     overrides = json.loads(sys.argv[2])
-    run_dir = sys.argv[3] if len(sys.argv) > 3 else os.path.join(out, "run")
-    resume = len(sys.argv) > 4
     rank = int(os.environ["RANK"])
+    # by default each rank names a different folder (as a time-stamped default name may): rank 0's must be used
+    run_dir = sys.argv[3] if len(sys.argv) > 3 else os.path.join(out, "run" if rank == 0 else f"run_rank{rank}")
+    resume = len(sys.argv) > 4
     cfg = load_config(None, overrides)
     trainer = Trainer(cfg, run_dir, quiet=True, command="ddp test", resume=resume)
     # the dropout / augmentation stream this rank starts training with
@@ -43,7 +44,7 @@ SCRIPT = textwrap.dedent("""
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     pop = evaluate(Popularity(trainer.split), trainer.split, "valid")["metrics"]
-    json.dump({"rank": rank, "init": init.hexdigest(), "rng": rng, "checksum": h.hexdigest(),
+    json.dump({"rank": rank, "init": init.hexdigest(), "rng": rng, "out": str(trainer.out), "checksum": h.hexdigest(),
                "valid": result["metrics"]["valid"], "test": result["metrics"]["test"],
                "losses": [r["train"]["loss"] for r in result["history"]], "untrained": untrained,
                "popularity": pop, "world_size": result["world_size"], "batches_examples": result["train_examples"],
@@ -80,7 +81,8 @@ def test_ddp_two_processes_gloo(tmp_path):
         assert r["losses"][1] < r["losses"][0]                # the loss went down on each rank's shard
         assert r["valid"]["NDCG@10"] > r["untrained"]["NDCG@10"] + 0.05
         assert r["valid"]["NDCG@10"] > r["popularity"]["NDCG@10"]
-    # rank 0 alone wrote the outputs
+    # rank 0 alone wrote the outputs, into rank 0's folder (rank 1 named another one)
+    assert r0["out"] == r1["out"] == str(tmp_path / "run") and not (tmp_path / "run_rank1").exists()
     res = json.loads((tmp_path / "run" / "result.json").read_text())
     assert res["world_size"] == 2 and res["metrics"]["valid"] == r0["valid"]
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2

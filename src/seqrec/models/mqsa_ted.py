@@ -32,7 +32,7 @@ from seqrec.config import check_range
 from seqrec.losses import chunked_logsumexp, item_cross_entropy, rows_at
 from seqrec.models import register
 from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, last_position
-from seqrec.nn import Dropout, SequenceEmbedding, attention_mask
+from seqrec.nn import Dropout, SequenceEmbedding
 from seqrec.nn.windowed import MQSABlock, window_mean
 
 
