@@ -31,7 +31,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -39,36 +38,13 @@ sys.path.insert(0, str(HERE))
 from provenance import provenance  # noqa: E402
 
 from seqrec.config import load_config  # noqa: E402
+from seqrec.train.syncs import SyncCounter  # noqa: E402
 from seqrec.utils import atomic_write_json  # noqa: E402
 
 PARTS = ("sasrec", "emkd", "epochs", "syncs")
 SYNC_MODELS = ("sasrec", "bert4rec", "gru4rec", "cl4srec", "mclrec", "emkd", "mqsa_ted")
 DRY_DATA = ["data.dataset=synthetic", "data.synthetic_users=150", "data.synthetic_items=80"]
 SYNC_DATA = ["data.dataset=synthetic", "data.synthetic_users=2000", "data.synthetic_items=500"]
-aten = torch.ops.aten
-
-
-class SyncCounter(TorchDispatchMode):
-    """Operators that make the host wait for the device (a copy of tests/test_engine.py's counter, kept here so the
-    script needs nothing from tests/): value reads, data-dependent output shapes, boolean-mask indexing."""
-
-    SYNC = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten.is_nonzero, aten.equal, aten._unique2,
-            aten.unique_dim, aten.unique_consecutive, aten.repeat_interleave, aten.bincount}
-
-    def __init__(self):
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        packet = func.overloadpacket
-        if packet in self.SYNC:
-            self.ops.append(str(func))
-        elif packet in (aten.index, aten.index_put, aten.index_put_):
-            indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices):
-                self.ops.append(f"{func} with a boolean mask")
-        return func(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------

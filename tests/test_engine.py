@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import TINY
 from seqrec.config import load_config, model_config_class
@@ -17,36 +16,12 @@ from seqrec.data.synthetic import make_synthetic
 from seqrec.errors import ConfigError
 from seqrec.train import Trainer
 from seqrec.train.manual import ManualOptimization
+from seqrec.train.syncs import SyncCounter
 from seqrec.train.trainer import lr_factor
 
-aten = torch.ops.aten
 MODELS = ("sasrec", "bert4rec", "gru4rec", "cl4srec", "mclrec", "emkd", "mqsa_ted")
 # the step of these draws its masks / occurrences on the device and finds them once (one sync allowed)
 ONE_SYNC_ALLOWED = {"mclrec", "emkd", "mqsa_ted"}
-
-
-class SyncCounter(TorchDispatchMode):
-    """Counts the operators that make the host wait for the device: reading a value (.item(), bool(tensor),
-    float(tensor)), nonzero / masked_select / unique (data-dependent output shapes) and indexing with a boolean
-    mask (which runs nonzero)."""
-
-    SYNC = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten.is_nonzero, aten.equal, aten._unique2,
-            aten.unique_dim, aten.unique_consecutive, aten.repeat_interleave, aten.bincount}
-
-    def __init__(self):
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        packet = func.overloadpacket
-        if packet in self.SYNC:
-            self.ops.append(str(func))
-        elif packet in (aten.index, aten.index_put, aten.index_put_):
-            indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices):
-                self.ops.append(f"{func} with a boolean mask")
-        return func(*args, **kwargs)
 
 
 def test_counter_sees_the_syncs_it_claims():
