@@ -7,7 +7,9 @@ bf16  torch.autocast(bfloat16) around forward + loss. On a CPU only where it has
 fp16  torch.autocast(float16) plus a GradScaler (float16's range is too small for the gradients without loss
       scaling). GPUs only.
 auto  the fastest format that keeps the accuracy of fp32, per device: bf16 on a GPU that supports it (else fp16);
-      on a CPU the choice recorded in AUTO_CPU (see docs/benchmarks.md for the measurement behind it).
+      fp32 on a CPU: even with AMX, a SASRec Beauty epoch ran 0.93x as fast in bf16 as in fp32 (autocast's casts
+      of the item table and the logits outweigh the faster matmuls at these widths; docs/benchmarks.md,
+      "Engine speed"), so bf16 on a CPU is opt-in.
 The weights, the optimiser state and the loss reductions stay in float32 in every mode (the losses cast logits to
 float32 before their softmax).
 """
@@ -57,7 +59,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         if cuda:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"       # AUTO on CPU: see the module docstring and docs/benchmarks.md
+        return "fp32"       # measured faster than bf16 on a CPU (module docstring)
     if name == "bf16":
         if cuda and not torch.cuda.is_bf16_supported():
             raise ConfigError("train.precision: bf16 is not supported by this GPU; use fp16 (with loss scaling) or "
