@@ -66,6 +66,21 @@ def test_host_syncs_per_training_step(name, examples):
         assert len(counter.ops) <= allowed, f"{name}: {counter.ops}"
 
 
+SAMPLED_LOSSES = [("sampled_softmax", "uniform"), ("sampled_softmax", "popularity"), ("sampled_softmax", "in_batch"),
+                  ("gbce", "uniform")]
+
+
+@pytest.mark.parametrize("loss, sampler", SAMPLED_LOSSES)
+@pytest.mark.parametrize("name", ("sasrec", "gru4rec", "bert4rec", "cl4srec"))
+def test_host_syncs_per_training_step_of_the_sampled_losses(name, loss, sampler):
+    # negatives drawn on the device (randint / inverse-CDF searchsorted / the batch's targets): still no sync
+    trainer = make_trainer(name, f"model.loss={loss}", f"model.negative_sampler={sampler}", "model.negatives=16")
+    for batch in trainer.loader.epoch(1, trainer._epoch_batches(1)[:2]):
+        with SyncCounter() as counter:
+            trainer.training_step(batch)
+        assert counter.ops == [], f"{name} {loss} {sampler}: {counter.ops}"
+
+
 def test_losses_are_read_back_only_every_log_every_batches():
     trainer = make_trainer("sasrec", "train.log_every=4", "train.batch_size=16")
     n = len(trainer._epoch_batches(1))
@@ -227,6 +242,7 @@ class Interrupted(Exception):
     ("bert4rec", ()),                                                   # masks drawn by the batch loader
     ("mclrec", ()),                                                     # manual optimisation, two optimisers
     ("sasrec", ("train.schedule=cosine", "train.warmup_steps=3", "train.accumulate=2")),
+    ("sasrec", ("model.loss=sampled_softmax", "model.negative_sampler=popularity", "model.negatives=16")),  # negatives
 ])
 def test_exact_resume_of_the_new_engine_state(name, extra, tmp_path, monkeypatch):
     cfg = load_config(None, tiny_model_overrides(name, "train.max_epochs=3", *extra))

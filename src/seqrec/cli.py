@@ -48,7 +48,7 @@ def cmd_train(args) -> int:
             from seqrec.eval.baselines import Popularity
             from seqrec.eval.evaluator import evaluate
             pop = evaluate(Popularity(trainer.split, trainer.model.history_len), trainer.split, "test",
-                           cfg.eval.exclude, cfg.eval.ks, cfg.eval.batch_size)
+                           cfg.eval.exclude, cfg.eval.ks, cfg.eval.batch_size, item_chunk=cfg.eval.item_chunk)
             print("popularity baseline, test: " + " ".join(f"{k} {v:.4f}" for k, v in pop["metrics"].items()),
                   file=sys.stderr)
         _print_metrics(result)
@@ -93,7 +93,8 @@ def cmd_evaluate(args) -> int:
                           f"{data.n_items}; evaluate on the dataset it was trained on")
     split = leave_one_out(data, cfg.data.short_users)
     exclude = args.exclude or cfg.eval.exclude
-    res = evaluate(model, split, args.split, exclude, cfg.eval.ks, cfg.eval.batch_size)
+    res = evaluate(model, split, args.split, exclude, cfg.eval.ks, cfg.eval.batch_size,
+                   item_chunk=cfg.eval.item_chunk)
     if args.json:
         print(json.dumps({"split": args.split, "exclude": exclude, "users": res["users"], "metrics": res["metrics"]}))
     else:

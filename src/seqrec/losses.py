@@ -1,6 +1,7 @@
 """Loss functions shared by the models. Each has a naive reference in tests/."""
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -130,3 +131,188 @@ def contrastive_margin_regularizer(anchor: torch.Tensor, positive: torch.Tensor,
     first = F.relu(pos - o_min).mean()
     second = (F.relu(o_max[:, None] - sim) * neg_mask).sum() / (n * (n - 2))
     return first + second
+
+
+# --- the item loss of the softmax models: full CE, sampled softmax with log-Q correction, gBCE ------------------------
+# One implementation for SASRec (and CL4SRec / MCLRec through SASRec.ce_loss), GRU4Rec, MQSA-TED and BERT4Rec, selected
+# by the model config's LossConfig keys (seqrec.models.base). Formulas: docs/losses.md.
+
+ItemRows = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"]
+"""item_rows(ids [m]) -> (W [m, d], b [m] or None): the output-layer rows of these items, so that the logit of item i
+for a hidden row h is h . W[i] (+ b[i]); the same numbers as column i of `logits_fn(h)`."""
+
+
+class NegativeSampler:
+    """Draws the negatives of a training batch on its device with the global torch RNG (so an exact resume, which
+    restores that RNG, draws the same ones) and gives the log sampling probabilities log Q of the log-Q correction.
+
+    kind: 'uniform' (N items drawn uniformly from 1..n_items, Q = 1 / n_items), 'popularity' (N items drawn with
+    Q(i) = count_i / sum(count), by inverse-CDF sampling: searchsorted(cdf, rand), which needs no host sync unlike
+    torch.multinomial on CUDA; counts from `prepare(split)` / `set_counts`) or 'in_batch' (the batch's K target
+    items themselves, Q(i) = their frequency among the K targets). One set of negatives per batch, shared by all its
+    target rows. The state (popularity tables) is plain tensors, outside the state_dict: scoring never needs it and a
+    checkpoint does not carry it; the trainer calls `prepare` again on resume."""
+
+    def __init__(self, kind: str, n_items: int, negatives: int):
+        if kind not in ("uniform", "popularity", "in_batch"):
+            raise ValueError(f"negative sampler must be uniform, popularity or in_batch, got {kind!r}")
+        self.kind, self.n_items, self.negatives = kind, int(n_items), int(negatives)
+        self.cdf: torch.Tensor | None = None       # [n_items] float64: P(item <= i + 1) (popularity)
+        self.log_q: torch.Tensor | None = None     # [n_items + 1] float32: log Q(i) (popularity)
+
+    @classmethod
+    def from_config(cls, cfg, n_items: int) -> "NegativeSampler | None":
+        """The sampler a model config's LossConfig keys ask for; None for the full CE (or a config without them)."""
+        if getattr(cfg, "loss", "ce") == "ce":
+            return None
+        if cfg.loss == "gbce" and cfg.negatives > n_items - 1:
+            from seqrec.errors import ConfigError
+            raise ConfigError(f"model.negatives: {cfg.negatives} exceeds n_items - 1 = {n_items - 1} (gbce's "
+                              f"sampling rate alpha = negatives / (n_items - 1) must be <= 1)")
+        return cls(cfg.negative_sampler, n_items, cfg.negatives)
+
+    # --- popularity state ---------------------------------------------------------------------------------------
+    def prepare(self, split, device: torch.device | str | None = None) -> None:
+        """Popularity: count every training interaction of the split (validation / test targets never enter)."""
+        if self.kind != "popularity":
+            return
+        import numpy as np
+        flat, _ = split.train_sequences_csr()
+        self.set_counts(np.bincount(np.asarray(flat, dtype=np.int64), minlength=self.n_items + 1), device)
+
+    def set_counts(self, counts, device: torch.device | str | None = None) -> None:
+        """counts [n_items + 1] (index = item id, 0 ignored): the popularity sampler's unnormalised Q."""
+        c = torch.as_tensor(counts, dtype=torch.float64).clone()[: self.n_items + 1]
+        if c.shape[0] != self.n_items + 1 or bool((c < 0).any()):
+            raise ValueError(f"popularity counts: expected {self.n_items + 1} non-negative values")
+        c[0] = 0.0
+        total = float(c.sum())
+        if total <= 0:
+            raise ValueError("popularity counts: no training interactions to sample from")
+        cdf = torch.cumsum(c[1:], 0) / total
+        cdf[-1] = 1.0                               # u < 1 always finds an item
+        self.cdf = cdf
+        # an item never seen in training is never drawn; its log Q (used only if it were a target) is that of one
+        # interaction, to keep the corrected logit finite
+        self.log_q = torch.log(c.clamp(min=1.0) / total).float()
+        if device is not None:
+            self._to(torch.device(device))
+
+    def _to(self, device: torch.device) -> None:
+        if self.cdf is not None and self.cdf.device != device:
+            self.cdf, self.log_q = self.cdf.to(device), self.log_q.to(device)
+
+    # --- drawing ------------------------------------------------------------------------------------------------
+    def sample(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(negatives [N], log Q of the negatives [N], log Q of the targets y [K]) for a batch's targets y [K],
+        N = `negatives` (in_batch: N = K, the targets themselves). Sync-free."""
+        dev = y.device
+        if self.kind == "uniform":
+            neg = torch.randint(1, self.n_items + 1, (self.negatives,), device=dev)
+            lq = torch.full((), -math.log(self.n_items), device=dev)
+            return neg, lq.expand(self.negatives), lq.expand(y.shape[0])
+        if self.kind == "popularity":
+            if self.cdf is None:
+                raise RuntimeError("popularity negatives need the training counts: call model.prepare(split) (the "
+                                   "Trainer does) before training")
+            self._to(dev)
+            u = torch.rand(self.negatives, dtype=torch.float64, device=dev)
+            neg = torch.searchsorted(self.cdf, u, right=True).clamp_(max=self.n_items - 1) + 1
+            return neg, self.log_q[neg], self.log_q[y]
+        k = y.shape[0]           # in_batch: empirical frequency of each target among the batch's K targets
+        counts = torch.zeros(self.n_items + 1, device=dev).index_add_(0, y, torch.ones(k, device=dev))
+        lq = torch.log(counts[y] / k)
+        return y, lq, lq
+
+
+def gbce_beta(negatives: int, n_items: int, t: float) -> float:
+    """gSASRec's beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = negatives / (n_items - 1) the sampling rate
+    (Petrov & Macdonald, RecSys 2023); = 1 + t (alpha - 1): 1 at t = 0 (BCE), alpha at t = 1."""
+    alpha = negatives / (n_items - 1)
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def item_loss(h: torch.Tensor, y: torch.Tensor, logits_fn: Callable[[torch.Tensor], torch.Tensor],
+              item_rows: ItemRows, cfg, sampler: NegativeSampler | None, chunk_rows: int = 0,
+              padding_class: bool = False) -> torch.Tensor:
+    """The training loss over items of hidden rows h [K, d] with targets y [K], as the model config's LossConfig
+    keys say (cfg.loss, cfg.gbce_t; negatives from `sampler`, see NegativeSampler.from_config): mean over the rows.
+
+    * ce: `item_cross_entropy(h, y, logits_fn, chunk_rows, padding_class)`, exactly (padding_class is CE-only);
+    * sampled_softmax: `sampled_softmax_loss` with one draw of `sampler` for the batch;
+    * gbce: `gbce_loss` with one draw of `sampler` and beta = gbce_beta(negatives, n_items, cfg.gbce_t).
+    chunk_rows > 0: the rows in recomputed chunks (the [rows, N] logits of one chunk alive at a time)."""
+    kind = getattr(cfg, "loss", "ce")
+    if kind == "ce":
+        return item_cross_entropy(h, y, logits_fn, chunk_rows, padding_class)
+    if sampler is None:
+        raise RuntimeError(f"model.loss={kind} needs a NegativeSampler (NegativeSampler.from_config)")
+    if h.shape[0] == 0:
+        return h.sum() * 0.0
+    neg, log_q_neg, log_q_pos = sampler.sample(y)
+    if kind == "sampled_softmax":
+        return sampled_softmax_loss(h, y, item_rows, neg, log_q_pos, log_q_neg, chunk_rows)
+    if kind == "gbce":
+        return gbce_loss(h, y, item_rows, neg, gbce_beta(sampler.negatives, sampler.n_items, cfg.gbce_t), chunk_rows)
+    raise ValueError(f"model.loss must be ce, sampled_softmax or gbce, got {kind!r}")
+
+
+def sampled_softmax_loss(h: torch.Tensor, y: torch.Tensor, item_rows: ItemRows, negatives: torch.Tensor,
+                         log_q_pos: torch.Tensor, log_q_neg: torch.Tensor, chunk_rows: int = 0) -> torch.Tensor:
+    """Mean over rows k of -log softmax of the target among [target, negatives], every logit corrected by its log Q:
+    with o_k = s(h_k, y_k) - log Q(y_k) and o_kj = s(h_k, n_j) - log Q(n_j) (-inf where n_j == y_k: a negative
+    equal to the row's target is left out), loss_k = logsumexp(o_k, o_k1..o_kN) - o_k.
+
+    negatives [N] item ids shared by all K rows; log_q_pos [K], log_q_neg [N] their log sampling probabilities.
+    Logits in float32 (as `item_cross_entropy`); 0 when K = 0."""
+    return _sampled_mean(_sampled_softmax_sum, h, y, item_rows, negatives, (log_q_pos,), (log_q_neg,),
+                         chunk_rows)
+
+
+def gbce_loss(h: torch.Tensor, y: torch.Tensor, item_rows: ItemRows, negatives: torch.Tensor, beta: float,
+              chunk_rows: int = 0) -> torch.Tensor:
+    """gBCE (gSASRec: Petrov & Macdonald, "gSASRec: Reducing Overconfidence in Sequential Recommendation Trained
+    with Negative Sampling", RecSys 2023, the generalised binary cross entropy): per row k,
+    loss_k = -1/(N + 1) [log sigma(s_k+)^beta + sum_j log(1 - sigma(s_kj))] = (beta softplus(-s_k+) +
+    sum_j softplus(s_kj)) / (N + 1), mean over rows; s_k+ the target's logit, s_kj those of the N shared negatives.
+    A negative equal to the row's target contributes no term (the 1/(N + 1) stays). beta: see `gbce_beta`."""
+    return _sampled_mean(_gbce_sum, h, y, item_rows, negatives, (), (float(beta),), chunk_rows)
+
+
+def _sampled_mean(fn, h, y, item_rows: ItemRows, negatives, row_args: tuple, shared_args: tuple,
+                  chunk_rows: int) -> torch.Tensor:
+    """fn(h, y, item_rows, W_neg, b_neg, negatives, *row_args, *shared_args) summed over all rows / K; row_args are
+    [K] tensors cut with the rows (chunk_rows > 0: chunks recomputed in backward, as in `item_cross_entropy`)."""
+    k = h.shape[0]
+    if k == 0:
+        return h.sum() * 0.0
+    wn, bn = item_rows(negatives)              # gathered once, shared by every chunk
+    if chunk_rows <= 0 or k <= chunk_rows:
+        return fn(h, y, item_rows, wn, bn, negatives, *row_args, *shared_args) / k
+    total = sum(checkpoint(fn, h[i:i + chunk_rows], y[i:i + chunk_rows], item_rows, wn, bn, negatives,
+                           *(a[i:i + chunk_rows] for a in row_args), *shared_args, use_reentrant=False)
+                for i in range(0, k, chunk_rows))
+    return total / k
+
+
+def _sampled_logits(h, y, item_rows: ItemRows, wn, bn) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target logits [k], negative logits [k, N]) in float32; both products in the autocast dtype, like the CE."""
+    wy, by = item_rows(y)
+    pos = torch.bmm(h.unsqueeze(1), wy.unsqueeze(2)).reshape(-1)
+    neg = h @ wn.T
+    if by is not None:
+        pos, neg = pos + by, neg + bn
+    return pos.float(), neg.float()
+
+
+def _sampled_softmax_sum(h, y, item_rows, wn, bn, negatives, log_q_pos, log_q_neg) -> torch.Tensor:
+    pos, neg = _sampled_logits(h, y, item_rows, wn, bn)
+    pos = pos - log_q_pos.float()
+    neg = (neg - log_q_neg.float()).masked_fill(negatives[None, :] == y[:, None], float("-inf"))
+    return (torch.logsumexp(torch.cat([pos[:, None], neg], 1), 1) - pos).sum()
+
+
+def _gbce_sum(h, y, item_rows, wn, bn, negatives, beta) -> torch.Tensor:
+    pos, neg = _sampled_logits(h, y, item_rows, wn, bn)
+    neg_terms = F.softplus(neg).masked_fill(negatives[None, :] == y[:, None], 0.0).sum(1)
+    return ((beta * F.softplus(-pos) + neg_terms) / (negatives.shape[0] + 1)).sum()

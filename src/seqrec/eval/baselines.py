@@ -18,6 +18,13 @@ class Popularity(nn.Module):
         counts[0] = -np.inf
         self.register_buffer("counts", torch.from_numpy(counts))
         self.history_len = history_len
+        self.n_items = split.n_items
 
     def score(self, batch) -> torch.Tensor:
         return self.counts.expand(batch.items.shape[0], -1).clone()
+
+    def score_query(self, batch) -> torch.Tensor:
+        return self.counts.new_zeros(batch.items.shape[0], 0)      # nothing per user but the row count
+
+    def score_items(self, query: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        return self.counts[lo:hi].expand(query.shape[0], -1).clone()

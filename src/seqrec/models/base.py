@@ -6,6 +6,12 @@ optimisation: autocast, backward, gradient scaling, clipping, accumulation, opti
   the device.
 * `score(batch) -> Tensor [B, n_items + 1]`: next-item scores for a batch of histories; column 0 (padding) is -inf.
   `forward` is `score` (inference).
+* `score_query(batch) -> Q` and `score_items(Q, lo, hi) -> Tensor [B, hi - lo]`: the same scores for the item range
+  lo..hi-1 only (column of item 0 = -inf when lo == 0), so that evaluation and top-k can walk over the catalogue in
+  chunks with memory bounded by the chunk (eval.item_chunk). Q is what scoring needs per user (SASRec: the [B, d]
+  representation; EMKD: its members' Qs); a tensor or a list/tuple of them, users along dimension 0. A model
+  implementing the two gets `score` = `score_items(score_query(batch), 0, n_items + 1)` (one code path); the
+  defaults make Q the full `score(batch)` and slice it (correct for any model, but not memory-bounded).
 * `configure_optimizers(train_cfg)`: the optimisers (one by default).
 * `automatic_optimization = False` (MCLRec): the trainer calls `manual_step(batch, opt)` instead of backpropagating
   `loss`, with `opt` a ManualOptimization handle (seqrec.train.manual) that runs autocast, backward, DDP gradient
@@ -28,6 +34,7 @@ from torch import nn
 
 from seqrec.config import check_range
 from seqrec.data.dataset import ItemAttributes
+from seqrec.losses import NegativeSampler, item_loss
 
 
 @dataclass
@@ -53,6 +60,8 @@ class ModelConfig:
                 check_range(f"model.{f}", getattr(self, f), lo=1)
         if hasattr(self, "init_std"):
             check_range("model.init_std", self.init_std, lo=0, lo_open=True)
+        if hasattr(self, "loss"):
+            validate_loss_fields(self)
 
 
 @dataclass
@@ -89,16 +98,72 @@ def encoder_fields(**defaults: Any) -> Callable[[type], type]:
         class GRU4RecConfig(ModelConfig): ...
 
     A subclass of a model config inherits them like any dataclass field (re-declare one to change its default)."""
-    types = typing.get_type_hints(EncoderConfig)
+    return _shared_fields(EncoderConfig, defaults, "encoder_fields")
+
+
+@dataclass
+class LossConfig:
+    """The training-loss keys of the models whose loss is an item softmax (SASRec, CL4SRec, MCLRec, GRU4Rec,
+    MQSA-TED, BERT4Rec), each defined and documented here once; a model gets them with `@loss_fields()` (flat keys
+    `model.loss`, `model.negatives`, ...). One implementation for all: `seqrec.losses.item_loss`; formulas, log-Q
+    and gBCE's beta in docs/losses.md. Training only: scoring is always h . E^T over every item."""
+    loss: str = "ce"
+    """ce | sampled_softmax | gbce. ce: full-softmax cross entropy over all items (the default; unchanged).
+    sampled_softmax: softmax over the target and `negatives` sampled items, each logit minus log Q(item) (Q: the
+    sampler's probability of the item; the log-Q correction makes the estimate consistent). gbce: gSASRec's
+    generalised binary cross entropy (Petrov & Macdonald, RecSys 2023) over the target and `negatives` uniform
+    negatives. In both, a negative equal to a row's target is left out of that row's loss (logit -inf / no term)."""
+    negatives: int = 256
+    """Negatives per batch for sampled_softmax / gbce, drawn (with replacement) once per training batch on the
+    device and shared by all its target rows. Ignored by the in_batch sampler (its negatives are the batch's K
+    targets) and by ce. gbce needs negatives <= n_items - 1 (its sampling rate alpha = negatives / (n_items - 1))."""
+    negative_sampler: str = "uniform"
+    """uniform | popularity | in_batch. uniform: items 1..n_items, Q = 1 / n_items. popularity: Q(i) proportional to
+    item i's number of training interactions (counted in `prepare(split)`; items never seen in training are never
+    drawn). in_batch: the batch's other target items (K columns), Q(i) = the item's frequency among the batch's
+    targets. gbce takes uniform only (its calibration assumes uniform negatives)."""
+    gbce_t: float = 0.75
+    """gbce's calibration parameter t in [0, 1]: beta = alpha (t (1 - 1/alpha) + 1/alpha) with alpha the sampling
+    rate; t = 0 is plain BCE (beta = 1), t = 1 gives beta = alpha. Default 0.75, gSASRec's recommended value."""
+
+
+ITEM_LOSSES = ("ce", "sampled_softmax", "gbce")
+NEGATIVE_SAMPLERS = ("uniform", "popularity", "in_batch")
+
+
+def loss_fields(**defaults: Any) -> Callable[[type], type]:
+    """Class decorator, placed under @dataclass like `encoder_fields`: give a model config every LossConfig field
+    (`defaults` overrides LossConfig's own default of a field). Validated by `ModelConfig.validate`."""
+    return _shared_fields(LossConfig, {**{f: getattr(LossConfig, f) for f in typing.get_type_hints(LossConfig)},
+                                       **defaults}, "loss_fields")
+
+
+def validate_loss_fields(cfg) -> None:
+    """The LossConfig fields of a model config, each with a one-line error."""
+    from seqrec.config import check_choice
+    from seqrec.errors import ConfigError
+    check_choice("model.loss", cfg.loss, ITEM_LOSSES)
+    check_choice("model.negative_sampler", cfg.negative_sampler, NEGATIVE_SAMPLERS)
+    check_range("model.negatives", cfg.negatives, lo=1)
+    check_range("model.gbce_t", cfg.gbce_t, lo=0, hi=1)
+    if cfg.loss == "gbce" and cfg.negative_sampler != "uniform":
+        raise ConfigError(f"model.negative_sampler: gbce takes uniform negatives only (its calibration assumes "
+                          f"them), got {cfg.negative_sampler!r}")
+
+
+def _shared_fields(source: type, defaults: dict[str, Any], decorator: str) -> Callable[[type], type]:
+    """Add the fields of dataclass `source` named in `defaults` (with those defaults, in `source`'s order, before
+    the class's own annotations) to a class about to become a dataclass."""
+    types = typing.get_type_hints(source)
     unknown = sorted(set(defaults) - set(types))
     if unknown:
-        raise TypeError(f"encoder_fields: {unknown[0]!r} is not an EncoderConfig field ({', '.join(types)})")
+        raise TypeError(f"{decorator}: {unknown[0]!r} is not a {source.__name__} field ({', '.join(types)})")
 
     def add(cls: type) -> type:
         own = inspect.get_annotations(cls)
         clash = sorted(set(own) & set(defaults))
         if clash:
-            raise TypeError(f"{cls.__name__}.{clash[0]}: an EncoderConfig field, set by encoder_fields")
+            raise TypeError(f"{cls.__name__}.{clash[0]}: a {source.__name__} field, set by {decorator}")
         cls.__annotations__ = {**{k: t for k, t in types.items() if k in defaults}, **own}
         for k, v in defaults.items():
             setattr(cls, k, v)
@@ -125,13 +190,25 @@ class SeqRecModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.n_items = info.n_items
+        # the negatives of a sampled item loss (LossConfig keys; None for the full CE): not module state
+        self.item_sampler = NegativeSampler.from_config(cfg, info.n_items)
 
     # --- the protocol -------------------------------------------------------------------------------------
     def loss(self, batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def score(self, batch) -> torch.Tensor:
-        raise NotImplementedError
+        if type(self).score_query is SeqRecModel.score_query:
+            raise NotImplementedError(f"{type(self).__name__} implements neither score nor score_query")
+        return self.score_items(self.score_query(batch), 0, self.n_items + 1)
+
+    def score_query(self, batch) -> Any:
+        """What scoring a range of items needs per user. Default: the full score(batch) (not memory-bounded)."""
+        return self.score(batch)
+
+    def score_items(self, query: Any, lo: int, hi: int) -> torch.Tensor:
+        """[B, hi - lo] scores of items lo..hi-1 (item 0 = -inf). Default: a slice of the full scores."""
+        return query[:, lo:hi]
 
     @property
     def history_len(self) -> int:
@@ -145,7 +222,12 @@ class SeqRecModel(nn.Module):
     def prepare(self, split) -> None:
         """Called by the trainer right after the model is built (and moved to its device), with the training
         Split: models that need statistics of the training data (MQSA-TED's transition matrix) build them here.
-        Default: nothing. Scoring must not depend on it (a model loaded from a checkpoint is not prepared)."""
+        Default: the item counts of a popularity negative sampler (model.negative_sampler=popularity), else
+        nothing; a model that overrides it calls super().prepare(split). Scoring must not depend on it (a model
+        loaded from a checkpoint is not prepared)."""
+        if self.item_sampler is not None:
+            param = next(self.parameters(), None)
+            self.item_sampler.prepare(split, None if param is None else param.device)
 
     def forward(self, batch) -> torch.Tensor:
         return self.score(batch)
@@ -163,10 +245,26 @@ class SeqRecModel(nn.Module):
         raise NotImplementedError(f"{self.name} uses automatic optimisation")
 
     # --- helpers ------------------------------------------------------------------------------------------
+    def item_loss(self, h: torch.Tensor, y: torch.Tensor, padding_class: bool = False) -> torch.Tensor:
+        """The configured training loss over items (LossConfig keys: full CE, sampled softmax or gBCE) of hidden
+        rows h [K, d] with targets y [K]: `seqrec.losses.item_loss` with this model's `item_logits(h)` and
+        `item_rows(ids)` (the output-layer rows of those items), chunked by model.logits_chunk_rows."""
+        return item_loss(h, y, self.item_logits, self.item_rows, self.cfg, self.item_sampler,
+                         self.cfg.logits_chunk_rows, padding_class)
+
     @staticmethod
     def mask_padding_column(scores: torch.Tensor) -> torch.Tensor:
         scores[:, 0] = float("-inf")
         return scores
+
+    @staticmethod
+    def item_range_logits(h: torch.Tensor, weight: torch.Tensor, lo: int, hi: int,
+                          bias: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, hi - lo] h . weight[lo:hi]^T (+ bias[lo:hi]), the padding column (item 0) -inf when lo == 0."""
+        s = h @ weight[lo:hi].T if bias is None else torch.nn.functional.linear(h, weight[lo:hi], bias[lo:hi])
+        if lo == 0 and hi > 0:
+            s[:, 0] = float("-inf")
+        return s
 
 
 def make_optimizer(params, train_cfg, lr: float | None = None) -> torch.optim.Optimizer:

@@ -8,13 +8,14 @@ import torch
 from torch import nn
 
 from seqrec.data.masking import ClozeMasking, masked_batch
-from seqrec.losses import item_cross_entropy, rows_at
+from seqrec.losses import rows_at
 from seqrec.config import check_range
-from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, init_normal
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, init_normal, loss_fields
 from seqrec.nn import SequenceEmbedding, TransformerEncoder
 
 
 @dataclass
+@loss_fields()
 @encoder_fields(d=64, layers=2, heads=2, inner=256, dropout=0.2, attn_dropout=0.2, init_std=0.02)
 class BERT4RecConfig(ModelConfig):
     name: str = "bert4rec"
@@ -55,17 +56,22 @@ class BERT4Rec(SeqRecModel):
             return h @ self.embed.item.weight[: self.n_items + 1].T
         return self.out(h)
 
+    def item_rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.out is None:
+            return self.embed.item.weight[ids], None
+        return self.out.weight[ids], self.out.bias[ids]
+
     def cloze_masking(self) -> ClozeMasking:
         return ClozeMasking(self.cfg.mask_prob, self.mask_token, self.n_items)
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
-        """CE at the masked positions. The trainer's batches come masked from the data pipeline (targets_at
-        'masked'); a raw batch is masked here with the global RNG (a convenience for direct calls: finding the
-        masked positions on a GPU costs a host sync)."""
+        """The item loss (CE by default, model.loss) at the masked positions. The trainer's batches come
+        masked from the data pipeline (targets_at 'masked'); a raw batch is masked here with the global RNG (a
+        convenience for direct calls: finding the masked positions on a GPU costs a host sync)."""
         if batch.targets_at != "masked":
             batch = masked_batch(batch.to("cpu"), self.cloze_masking()).to(batch.items.device)
         h = rows_at(self.encode(batch.items, batch.lengths), batch.target_index)
-        ce = item_cross_entropy(h, batch.target_items, self.item_logits, self.cfg.logits_chunk_rows)
+        ce = self.item_loss(h, batch.target_items)
         return {"loss": ce, "ce": ce.detach()}
 
     @property
@@ -80,8 +86,13 @@ class BERT4Rec(SeqRecModel):
         items[torch.arange(items.shape[0], device=items.device), batch.lengths] = self.mask_token
         return items, batch.lengths + 1
 
-    def score(self, batch) -> torch.Tensor:
+    def score_query(self, batch) -> torch.Tensor:
         items, lengths = self.with_mask_token(batch)
         # only the [MASK] position is scored: the encoder's last block runs for that query alone
-        h = self.encoder(self.embed(items, lengths), items != 0, only=lengths - 1)
-        return self.mask_padding_column(self.item_logits(h))
+        return self.encoder(self.embed(items, lengths), items != 0, only=lengths - 1)
+
+    def score_items(self, query: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        hi = min(hi, self.n_items + 1)          # the tied table has a [MASK] row n_items + 1: never scored
+        if self.out is None:
+            return self.item_range_logits(query, self.embed.item.weight, lo, hi)
+        return self.item_range_logits(query, self.out.weight, lo, hi, self.out.bias)

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +112,11 @@ class EMKDConfig(ModelConfig):
         check_choice("model.combine", self.combine, ("logits", "probs"))
         check_choice("model.contrastive_self", self.contrastive_self, ("remove", "zero"))
         check_choice("model.logits_at", self.logits_at, ("masked", "all"))
-        self.member_config().validate()
+        member = self.member_config()
+        member.validate()
+        if getattr(member, "loss", "ce") != "ce":
+            raise ConfigError(f"model.member.loss: emkd trains its members with its own CE and KD; expected ce, got "
+                              f"{member.loss!r}")
 
     def member_config(self) -> ModelConfig:
         from seqrec.config import dataclass_from_dict
@@ -276,13 +281,37 @@ class EMKD(SeqRecModel):
         """[N, B, n_items + 1] each member's scores (column 0 = -inf)."""
         return torch.stack([net.score(batch) for net in self.members])
 
-    def score(self, batch) -> torch.Tensor:
-        s = self.member_scores(batch).float()
+    lse_chunk: ClassVar[int] = 65536
+    """combine=probs: items per chunk of the members' log-partitions computed in score_query."""
+
+    def score_query(self, batch) -> tuple[list, torch.Tensor | None]:
+        """(the members' queries, [B, N] their log-partitions over all items for combine=probs, else None).
+
+        combine=probs needs each member's softmax normalisation over the whole catalogue: it is computed here in
+        item chunks of lse_chunk (one more pass over the items), so that score_items gives any item range exactly
+        as the full row does, column by column: log mean_m softmax_m = logsumexp_m (s_m - lse_m) - log N."""
+        queries = [net.score_query(batch) for net in self.members]
         if self.cfg.combine == "logits":
-            out = s.sum(0)
-        else:   # log of the mean of the members' softmax distributions (same ranking as the mean)
-            out = torch.logsumexp(torch.log_softmax(s, dim=-1), dim=0) - torch.log(torch.tensor(float(len(s))))
-        return self.mask_padding_column(out)
+            return queries, None
+        n1 = self.n_items + 1
+        lse = []
+        for net, q in zip(self.members, queries):
+            acc = None
+            for lo in range(0, n1, self.lse_chunk):
+                part = torch.logsumexp(net.score_items(q, lo, min(lo + self.lse_chunk, n1)).float(), dim=1)
+                acc = part if acc is None else torch.logaddexp(acc, part)
+            lse.append(acc)
+        return queries, torch.stack(lse, 1)          # [B, N]: users first, like every score query
+
+    def score_items(self, query, lo: int, hi: int) -> torch.Tensor:
+        """combine=logits: the sum of the members' logits; probs: the log of the mean of the members' softmax
+        distributions (same ranking as the mean)."""
+        queries, lse = query
+        s = torch.stack([net.score_items(q, lo, hi) for net, q in zip(self.members, queries)]).float()
+        out = s.sum(0) if lse is None else torch.logsumexp(s - lse.T[:, :, None], dim=0) - math.log(len(s))
+        if lo == 0 and hi > 0:
+            out[:, 0] = float("-inf")
+        return out
 
 
 def end_aligned(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

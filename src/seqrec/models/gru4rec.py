@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from seqrec.losses import item_cross_entropy, rows_at
-from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, last_position
+from seqrec.losses import rows_at
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, last_position, loss_fields
 from seqrec.nn import Dropout
 
 
 @dataclass
+@loss_fields()
 @encoder_fields(d=64, layers=1, dropout=0.3)
 class GRU4RecConfig(ModelConfig):
     """`d` is the item embedding size (the GRU's input and, through the projection, its output width), `layers`
@@ -46,11 +47,16 @@ class GRU4Rec(SeqRecModel):
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.item.weight.T
 
+    def item_rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.item.weight[ids], None
+
     def loss(self, batch) -> dict[str, torch.Tensor]:
         h = rows_at(self.encode(batch.items, batch.lengths), batch.target_index)
-        ce = item_cross_entropy(h, batch.target_items, self.item_logits, self.cfg.logits_chunk_rows)
+        ce = self.item_loss(h, batch.target_items)
         return {"loss": ce, "ce": ce.detach()}
 
-    def score(self, batch) -> torch.Tensor:
-        h = last_position(self.encode(batch.items, batch.lengths), batch.lengths)
-        return self.mask_padding_column(self.item_logits(h))
+    def score_query(self, batch) -> torch.Tensor:
+        return last_position(self.encode(batch.items, batch.lengths), batch.lengths)
+
+    def score_items(self, query: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        return self.item_range_logits(query, self.item.weight, lo, hi)

@@ -29,14 +29,15 @@ import torch
 from torch import nn
 
 from seqrec.config import check_range
-from seqrec.losses import chunked_logsumexp, item_cross_entropy, rows_at
+from seqrec.losses import chunked_logsumexp, rows_at
 from seqrec.models import register
-from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, last_position
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, last_position, loss_fields
 from seqrec.nn import Dropout, SequenceEmbedding
 from seqrec.nn.windowed import MQSABlock, window_mean
 
 
 @dataclass
+@loss_fields()
 @encoder_fields(d=64, layers=1, heads=1, dropout=0.5, attn_dropout=0.5, init_std=0.01)
 class MQSATEDConfig(ModelConfig):
     """Encoder fields here: `d` is also the FFN width (no `inner`); `layers` counts MQSA blocks per tower;
@@ -192,7 +193,9 @@ class MQSATED(SeqRecModel):
         return self.cfg.max_len if self.cfg.official_cut else self.cfg.max_len + 1
 
     def prepare(self, split) -> None:
-        """Build the sparse transition matrix from the split's training items (only when TED is on)."""
+        """Build the sparse transition matrix from the split's training items (only when TED is on), and the
+        popularity sampler's counts where model.negative_sampler asks for them."""
+        super().prepare(split)
         if self.cfg.lambda_kd <= 0:
             return
         from seqrec.data.transitions import split_transition_matrix
@@ -221,6 +224,9 @@ class MQSATED(SeqRecModel):
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.embed.item.weight.T
 
+    def item_rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.embed.item.weight[ids], None
+
     def ted(self, items: torch.Tensor) -> torch.Tensor:
         occ = items[items != 0]
         e = self.embed.item.weight
@@ -229,8 +235,7 @@ class MQSATED(SeqRecModel):
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         h = self.encode(batch.items, batch.lengths)
-        ce = item_cross_entropy(rows_at(h, batch.target_index), batch.target_items, self.item_logits,
-                                self.cfg.logits_chunk_rows)
+        ce = self.item_loss(rows_at(h, batch.target_index), batch.target_items)
         out = {"ce": ce.detach()}
         total = ce
         if self.cfg.lambda_kd > 0:
@@ -246,5 +251,8 @@ class MQSATED(SeqRecModel):
     def represent(self, batch) -> torch.Tensor:
         return last_position(self.encode(batch.items, batch.lengths), batch.lengths)
 
-    def score(self, batch) -> torch.Tensor:
-        return self.mask_padding_column(self.item_logits(self.represent(batch)))
+    def score_query(self, batch) -> torch.Tensor:
+        return self.represent(batch)
+
+    def score_items(self, query: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        return self.item_range_logits(query, self.embed.item.weight, lo, hi)

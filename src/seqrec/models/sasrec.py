@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import torch
 
 from seqrec.config import check_choice
-from seqrec.losses import item_cross_entropy, rows_at
-from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, init_normal
+from seqrec.losses import rows_at
+from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, init_normal, loss_fields
 from seqrec.nn import SequenceEmbedding, TransformerEncoder
 
 
 @dataclass
+@loss_fields()
 @encoder_fields(d=64, layers=2, heads=2, inner=256, dropout=0.5, attn_dropout=0.5, init_std=0.02)
 class SASRecConfig(ModelConfig):
     name: str = "sasrec"
@@ -22,10 +23,11 @@ class SASRecConfig(ModelConfig):
     norm_first: bool = False
     """Pre-LN blocks (True) or post-LN as in RecBole/MCLRec (False)."""
     ce_padding_class: bool = False
-    """Training CE only: keep the padding id 0 in the softmax as a class that is never a target (its logit is
-    h . E[0]), as the RecBole / official MCLRec code does. The CE then trains the padding row E[0], which is also the
-    input at masked view positions (CL4SRec / MCLRec); nn.Embedding's padding_idx only blocks the lookup's gradient.
-    False: the padding id is left out of the softmax and E[0] keeps its initial value. Scoring never ranks id 0."""
+    """Training CE only (model.loss=ce; the sampled losses never draw id 0): keep the padding id 0 in the softmax
+    as a class that is never a target (its logit is h . E[0]), as the RecBole / official MCLRec code does. The CE
+    then trains the padding row E[0], which is also the input at masked view positions (CL4SRec / MCLRec);
+    nn.Embedding's padding_idx only blocks the lookup's gradient. False: the padding id is left out of the softmax
+    and E[0] keeps its initial value. Scoring never ranks id 0."""
 
     def validate(self) -> None:
         super().validate()
@@ -55,6 +57,9 @@ class SASRec(SeqRecModel):
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.embed.item.weight.T
 
+    def item_rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.embed.item.weight[ids], None
+
     def loss(self, batch) -> dict[str, torch.Tensor]:
         h, y = self.hidden_at_targets(batch)
         ce = self.ce_loss(h, y)
@@ -67,13 +72,16 @@ class SASRec(SeqRecModel):
         return rows_at(self.encode(batch.items, batch.lengths), batch.target_index), batch.target_items
 
     def ce_loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Full-softmax cross entropy of hidden rows h [K, d] with targets y [K]."""
-        return item_cross_entropy(h, y, self.item_logits, self.cfg.logits_chunk_rows,
-                                  padding_class=self.cfg.ce_padding_class)
+        """The item loss of hidden rows h [K, d] with targets y [K]: full-softmax cross entropy by default, or the
+        sampled loss model.loss asks for (SeqRecModel.item_loss). CL4SRec and MCLRec use it too."""
+        return self.item_loss(h, y, padding_class=self.cfg.ce_padding_class)
 
     def represent(self, batch) -> torch.Tensor:
         """[B, d] sequence representation: the output at the last real item."""
         return self.encode_last(batch.items, batch.lengths)
 
-    def score(self, batch) -> torch.Tensor:
-        return self.mask_padding_column(self.item_logits(self.represent(batch)))
+    def score_query(self, batch) -> torch.Tensor:
+        return self.represent(batch)
+
+    def score_items(self, query: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        return self.item_range_logits(query, self.embed.item.weight, lo, hi)

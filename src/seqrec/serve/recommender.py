@@ -10,13 +10,16 @@ import torch
 
 from seqrec.data.batch import history_batch
 from seqrec.errors import SeqrecError
+from seqrec.eval.topk import topk_chunked
 from seqrec.train.checkpoint import model_from_checkpoint
 
 
 class Recommender:
-    def __init__(self, model, n_items: int):
+    def __init__(self, model, n_items: int, item_chunk: int = 0):
         self.model = model.eval()
         self.n_items = n_items
+        self.item_chunk = item_chunk
+        """Items scored at a time (seqrec.eval.topk.topk_chunked); 0 = all at once."""
 
     @classmethod
     def from_checkpoint(cls, path) -> "Recommender":
@@ -42,14 +45,10 @@ class Recommender:
         flat = np.concatenate(hs)
         starts = np.cumsum(lengths) - lengths
         batch = history_batch(flat, starts, lengths, self.model.history_len)
-        scores = self.model.score(batch).float()
-        if exclude_history:
-            from seqrec.eval.evaluator import exclude_items
-            exclude_items(scores, flat, starts, lengths)
-        k = min(k, self.n_items)
-        top = torch.topk(scores, k, dim=1)
+        values, ids = topk_chunked(self.model, batch, min(k, self.n_items), self.item_chunk,
+                                   (flat, starts, lengths) if exclude_history else None, self.n_items)
         return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if np.isfinite(float(s))]
-                for row_i, row_s in zip(top.indices.tolist(), top.values.tolist())]
+                for row_i, row_s in zip(ids.tolist(), values.tolist())]
 
     def recommend(self, history, k: int = 10, exclude_history: bool = False) -> list[tuple[int, float]]:
         return self.recommend_batch([history], k, exclude_history)[0]

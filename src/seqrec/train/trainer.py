@@ -294,7 +294,7 @@ class Trainer:
         """Full-ranking metrics of the current weights on the 'valid' or 'test' split (sharded under torchrun)."""
         ec = self.cfg.eval
         return evaluate(self.model, self.split, which, ec.exclude, ec.ks, ec.batch_size, self.device,
-                        self.dist.rank, self.dist.world_size)
+                        self.dist.rank, self.dist.world_size, item_chunk=ec.item_chunk)
 
     def fit(self) -> dict:
         tc = self.cfg.train
