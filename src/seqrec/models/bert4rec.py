@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from seqrec.config import check_range
 from seqrec.data.masking import ClozeMasking, masked_batch
 from seqrec.losses import rows_at
-from seqrec.config import check_range
 from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, init_normal, loss_fields
 from seqrec.nn import SequenceEmbedding, TransformerEncoder
 
