@@ -196,3 +196,40 @@ def test_checkpoint_from_before_train_precision_still_loads(trained, tmp_path):
         model, loaded_cfg, _ = model_from_checkpoint(old)
         assert loaded_cfg.train.precision == expected
         assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())
+
+
+def test_train_refuses_a_non_empty_out_unless_resume_or_overwrite(trained, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = (out / "result.json").read_text()
+    assert_user_error(*run(capsys, "train", *SETS, "--set", "train.max_epochs=1", "--out", out, "--quiet"),
+                      str(out), "not empty", "--resume", "--overwrite")
+    assert (out / "result.json").read_text() == before               # nothing was touched
+    assert run(capsys, "train", *SETS, "--set", "train.max_epochs=1", "--out", out, "--quiet", "--overwrite")[0] == 0
+    assert json.loads((out / "result.json").read_text())["epochs_run"] == 1
+
+
+def test_resume_refuses_a_changed_config_and_names_the_keys(trained, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    assert_user_error(*run(capsys, "train", *SETS, "--set", "train.max_epochs=3", "--set", "train.lr=0.5",
+                           "--set", "train.batch_size=32", "--out", out, "--resume", "--quiet"),
+                      "last.pt", "train.lr (0.005 -> 0.5)", "train.batch_size (64 -> 32)", "may change on resume")
+    # the number of epochs (and other keys of how long / how a run is watched) may change
+    assert run(capsys, "train", *SETS, "--set", "train.max_epochs=3", "--out", out, "--resume", "--quiet")[0] == 0
+    assert json.loads((out / "result.json").read_text())["epochs_run"] == 3
+
+
+def test_resume_refuses_a_new_length_of_a_decaying_schedule(tmp_path, capsys):
+    out = tmp_path / "run"
+    sched = ["--set", "train.schedule=cosine"]
+    assert run(capsys, "train", *SETS, *sched, "--set", "train.max_epochs=1", "--out", out, "--quiet")[0] == 0
+    assert_user_error(*run(capsys, "train", *SETS, *sched, "--set", "train.max_epochs=2", "--out", out, "--resume",
+                           "--quiet"), "train.max_epochs (1 -> 2)")
+
+
+def test_unusable_out_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_user_error(*run(capsys, "train", *SETS, "--out", blocker / "run", "--quiet"), str(blocker / "run"),
+                      "cannot write")

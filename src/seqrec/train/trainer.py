@@ -40,7 +40,7 @@ from seqrec.data.loader import BatchLoader, stream_seed
 from seqrec.errors import ConfigError, SeqrecError, TrainingDiverged
 from seqrec.eval.evaluator import evaluate
 from seqrec.models import DatasetInfo, build_model
-from seqrec.train.checkpoint import info_to_plain, load_checkpoint, save_checkpoint
+from seqrec.train.checkpoint import info_to_plain, load_checkpoint, save_checkpoint, upgrade_config
 from seqrec.train.distributed import (any_rank, barrier, broadcast_parameters, cleanup, from_rank0, gather,
                                       setup_distributed)
 from seqrec.train.manual import ManualOptimization
@@ -80,6 +80,38 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
         return 1.0
     s = min(1.0, (step - warmup) / max(1, total - warmup))
     return 1.0 - s if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * s))
+
+
+# config keys that may differ between a run and its resumption: how long and how it is watched, not what is trained
+RESUMABLE_KEYS = {"train.max_epochs", "train.patience", "train.time_budget_s", "train.log_every", "train.prefetch",
+                  "train.threads", "train.track_test", "eval.batch_size", "eval.item_chunk", "data.data_dir",
+                  "data.download"}
+
+
+def flat_config(d: dict, prefix: str = "") -> dict:
+    """{'train.lr': 0.001, 'model.member.tied': False, ...} of a nested config dict."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(flat_config(v, key + ".") if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+def check_resume_config(stored: dict, new: dict, path: Path) -> None:
+    """Refuse a resume whose config differs from the run's in a key that changes what is trained (the optimiser
+    would silently keep the old value, or the data / model would not match the weights). max_epochs may change
+    only under a constant schedule (it sets the length of a linear / cosine one)."""
+    a, b = flat_config(stored), flat_config(new)
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    allowed = set(RESUMABLE_KEYS)
+    if a.get("train.schedule", "constant") != "constant":
+        allowed.discard("train.max_epochs")
+    refused = [k for k in changed if k not in allowed]
+    if refused:
+        shown = ", ".join(f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in refused[:5])
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        raise ConfigError(f"{path}: --resume with a config that differs from the run's in {shown}{more}; only "
+                          f"{', '.join(sorted(allowed))} may change on resume (start a new run in another folder)")
 
 
 class Trainer:
@@ -399,6 +431,7 @@ class Trainer:
             raise SeqrecError("--resume needs --out DIR holding last.pt")
         path = self.out / "last.pt"
         ckpt = load_checkpoint(path)
+        check_resume_config(upgrade_config(ckpt["config"]), self.cfg.to_dict(), path)
         self.model.load_state_dict(ckpt["model"])
         for opt, sd in zip(self.optimizers, ckpt["optimizers"]):
             opt.load_state_dict(sd)
