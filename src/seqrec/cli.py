@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -28,7 +29,23 @@ def _add_train(sub) -> None:
     p.add_argument("--out", "-o", help="output folder (default runs/<model>_<dataset>_<time>)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="train into a non-empty OUT, replacing its files")
     p.add_argument("--no-baseline", action="store_true", help="do not print the popularity baseline")
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """An unusable --out fails now, not after the first epoch; a folder holding an earlier run is not overwritten
+    silently."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".seqrec-write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise SeqrecError(f"--out {out}: cannot write there ({e.strerror or type(e).__name__})") from None
+    if any(out.iterdir()) and not (resume or overwrite):
+        raise SeqrecError(f"--out {out}: the folder is not empty (an earlier run?); pass --resume to continue it or "
+                          f"--overwrite to replace it")
 
 
 def cmd_train(args) -> int:
@@ -40,6 +57,10 @@ def cmd_train(args) -> int:
     out = args.out
     if out is None:
         out = f"runs/{cfg.model.name}_{Path(cfg.data.dataset).stem}_{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.resume and args.overwrite:
+        raise SeqrecError("give --resume or --overwrite, not both")
+    if os.environ.get("RANK", "0") == "0":     # under torchrun rank 0's folder is used (and checked)
+        _check_out(Path(out), args.resume, args.overwrite)
     command = "seqrec " + " ".join(shlex.quote(str(a)) for a in args.argv)
     trainer = Trainer(cfg, out, quiet=args.quiet, resume=args.resume, command=command)
     result = trainer.fit()
