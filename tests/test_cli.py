@@ -205,6 +205,8 @@ def test_train_refuses_a_non_empty_out_unless_resume_or_overwrite(trained, tmp_p
     assert_user_error(*run(capsys, "train", *SETS, "--set", "train.max_epochs=1", "--out", out, "--quiet"),
                       str(out), "not empty", "--resume", "--overwrite")
     assert (out / "result.json").read_text() == before               # nothing was touched
+    assert_user_error(*run(capsys, "train", *SETS, "--set", "train.lr=-1", "--out", out, "--overwrite"), "train.lr")
+    assert (out / "result.json").read_text() == before               # a config error comes before any change
     assert run(capsys, "train", *SETS, "--set", "train.max_epochs=1", "--out", out, "--quiet", "--overwrite")[0] == 0
     assert json.loads((out / "result.json").read_text())["epochs_run"] == 1
 

@@ -46,6 +46,9 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if any(out.iterdir()) and not (resume or overwrite):
         raise SeqrecError(f"--out {out}: the folder is not empty (an earlier run?); pass --resume to continue it or "
                           f"--overwrite to replace it")
+    if overwrite:       # the earlier run's outputs go now, so a new run that fails leaves none of them behind
+        for name in ("result.json", "metrics.jsonl", "best.pt", "last.pt"):
+            (out / name).unlink(missing_ok=True)
 
 
 def cmd_train(args) -> int:
