@@ -235,3 +235,53 @@ def test_unusable_out_fails_before_training(tmp_path, capsys):
     blocker.write_text("x")
     assert_user_error(*run(capsys, "train", *SETS, "--out", blocker / "run", "--quiet"), str(blocker / "run"),
                       "cannot write")
+
+
+def test_data_commands_take_data_keys(tmp_path, capsys):
+    table = tmp_path / "my.csv"
+    table.write_text("user,item,ts\nu1,a,1\nu1,b,2\nu1,c,3\nu2,a,1\nu2,c,2\nu2,b,5\n")
+    cols = ["--set", "data.user_col=user", "--set", "data.item_col=item"]
+    rc, out, err = run(capsys, "data", "check", table, *cols, "--set", "data.time_col=ts")
+    assert rc == 0, err
+    assert "2 users, 3 items, 6 interactions" in out and "remapped to 1..3" in out
+    rc, out, err = run(capsys, "data", "stats", table, "--format", "csv", *cols, "--set", "data.time_col=null",
+                       "--json")
+    assert rc == 0, err
+    assert (json.loads(out)["users"], json.loads(out)["interactions"]) == (2, 6)
+    rc, out, err = run(capsys, "data", "stats", table, *cols, "--set", "data.time_col=ts", "--set", "data.k_core=2",
+                       "--json")
+    assert rc == 0 and json.loads(out)["interactions"] == 6, err
+    assert_user_error(*run(capsys, "data", "check", table, *cols, "--set", "data.time_col=ts", "--set",
+                           "data.k_core=3"), "my.csv", "3-core")
+    assert_user_error(*run(capsys, "data", "check", table), "my.csv", "missing column 'user_id'", "user, item, ts")
+
+
+def test_data_commands_on_synthetic(capsys):
+    rc, out, err = run(capsys, "data", "check", "synthetic", "--set", "data.synthetic_users=40")
+    assert rc == 0, err
+    assert out.startswith("note:") and "40 users" in out
+    rc, out, err = run(capsys, "data", "stats", "synthetic", "--set", "data.synthetic_items=30", "--json")
+    assert rc == 0 and json.loads(out)["max_item_id"] == 30, err
+
+
+@pytest.mark.parametrize("cmd", ["stats", "check"])
+def test_data_commands_reject_other_sections(small_file, capsys, cmd):
+    assert_user_error(*run(capsys, "data", cmd, small_file, "--set", "train.lr=0.1"),
+                      "'train.lr=0.1'", "data.* keys only")
+    assert_user_error(*run(capsys, "data", cmd, small_file, "--set", "data.itemcol=x"), "'itemcol'", "item_col")
+    assert_user_error(*run(capsys, "data", cmd, small_file, "--set", "data.k_core=-1"), "data.k_core", "-1")
+
+
+def test_data_errors_are_one_line(tmp_path, capsys):
+    nan = tmp_path / "nan.csv"
+    nan.write_text("user_id,item_id,timestamp\n1,2,3\n1,NaN,4\n")
+    assert_user_error(*run(capsys, "data", "check", nan), "nan.csv", "line 3", "'item_id'", "'NaN'")
+    huge = tmp_path / "huge.txt"
+    huge.write_text("1 1 2\n2 3 99999999999999999999\n")
+    assert_user_error(*run(capsys, "data", "stats", huge), "huge.txt", "line 2", "'99999999999999999999'")
+
+
+def test_error_heads_not_dividing_d(tmp_path, capsys):
+    assert_user_error(*run(capsys, "train", "--set", "model.heads=3", "--out", tmp_path / "o"),
+                      "model.heads: 3 does not divide model.d 64")
+    assert not (tmp_path / "o").exists()        # checked before any work starts

@@ -242,3 +242,20 @@ def test_encoder_fields_are_validated():
     assert "model.init_std" in error(["model.init_std=0"])
     assert "model.layers" in error(["model.name=gru4rec", "model.layers=0"])
     assert "'heads'" in error(["model.name=gru4rec", "model.heads=2"])     # gru4rec has no attention heads
+
+
+@pytest.mark.parametrize("overrides, parts", [
+    (["model.heads=3"], ["model.heads: 3 does not divide model.d 64", "e.g. 1, 2, 4, 8"]),
+    (["model.name=bert4rec", "model.d=30", "model.heads=4"], ["model.heads: 4 does not divide model.d 30"]),
+    (["model.name=mqsa_ted", "model.heads=3"], ["model.heads: 3 does not divide model.d 64"]),
+    (["model.name=emkd", "model.heads=3"], ["model.heads: 3 does not divide model.d 256"]),
+    # EMKD passes d / heads to its members; a member's own key is named model.member.KEY
+    (["model.name=emkd", "model.member={heads: 3}"], ["model.member.heads: 3 does not divide model.d 256"]),
+    (["model.name=emkd", "model.backbone=sasrec", "model.member={d: 25}"],
+     ["model.heads: 2 does not divide model.member.d 25"]),
+])
+def test_heads_must_divide_d(overrides, parts):
+    message = error(overrides)
+    assert "\n" not in message
+    for p in parts:
+        assert p in message, f"{p!r} not in {message!r}"

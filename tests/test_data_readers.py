@@ -79,6 +79,28 @@ def test_s3rec_errors_name_file_and_line(tmp_path, content, parts):
     raises(["Bad.txt", *parts], read_s3rec, path)
 
 
+def test_s3rec_sparse_item_ids_are_remapped(tmp_path):
+    # raw ids of 1e9 and more would mean an embedding row per id: remapped to 1..n in increasing order of the id
+    path = write(tmp_path / "Big.txt", "1 1000000000 5 3000000000\n2 5 1000000000\n3 7\n")
+    write(tmp_path / "Big_item2attributes.json", json.dumps({"1000000000": [2], "7": [1], "99": [3]}))
+    data = read_s3rec(path, tmp_path / "Big_item2attributes.json")
+    assert sequences(data) == [[3, 1, 4], [1, 3], [2]] and data.n_items == 4
+    assert data.item_map.tolist() == [0, 5, 7, 1000000000, 3000000000]
+    assert data.attributes.offsets.tolist() == [0, 0, 0, 1, 2, 2, 2]      # item 99 is not in the data: ignored
+    assert data.attributes.ids.tolist() == [1, 2]
+    assert any("item ids are remapped to 1..4 (original ids 5..3000000000)" in n for n in check_dataset(path))
+    # dense ids and moderate gaps (Taobao) are kept exactly as they are
+    gaps = read_s3rec(write(tmp_path / "Gaps.txt", "1 1 1000000\n2 3 1\n"))
+    assert gaps.n_items == 1000000 and not hasattr(gaps, "item_map")
+
+
+def test_s3rec_ids_beyond_int64_are_one_line_errors(tmp_path):
+    raises(["Huge.txt", "line 2", "item id '99999999999999999999'", "2**63 - 1"], read_s3rec,
+           write(tmp_path / "Huge.txt", "1 1 2\n2 3 99999999999999999999\n"))
+    raises(["Huge.txt", "line 1", "user id '18446744073709551616'"], read_s3rec,
+           write(tmp_path / "Huge.txt", "18446744073709551616 1 2\n"))
+
+
 def test_missing_file(tmp_path):
     raises(["Nope.txt", "not found"], read_s3rec, tmp_path / "Nope.txt")
     raises(["nope.csv", "not found"], read_table, tmp_path / "nope.csv", "csv")
@@ -169,6 +191,11 @@ def test_k_core_filter_mask_and_empty_result(tmp_path):
     ("t.csv", "user_id,item_id,timestamp\n1,2,3\n1,,4\n", {}, ["line 3", "'item_id' is empty"]),
     ("t.csv", "user_id,item_id,timestamp\n1,2,3\n\n1,3,soon\n", {}, ["line 4", "'soon'", "timestamp"]),
     ("t.csv", "user_id,item_id,timestamp\n1,2,nan\n", {}, ["line 2", "'nan'"]),
+    # ids written as a missing value (pandas, R, Spark, str(None)) are not ids
+    ("t.csv", "user_id,item_id,timestamp\n1,2,3\n1,NaN,4\n", {}, ["line 3", "'item_id'", "'NaN'", "missing"]),
+    ("t.csv", "user_id,item_id,timestamp\n1,2,3\nnull,3,4\n", {}, ["line 3", "'user_id'", "'null'", "missing"]),
+    ("t.tsv", "user_id\titem_id\n1\t2\n1\tNone\n", {"time_col": None}, ["line 3", "'item_id'", "'None'"]),
+    ("t.csv", "user_id,item_id\n1,2\n2, <NA> \n", {"time_col": None}, ["line 3", "'item_id'", "'<NA>'"]),
     ("t.csv", "user_id,item_id,timestamp\n", {}, ["no rows after the header"]),
     ("t.csv", "", {}, ["empty"]),
     ("t.inter", "user_id:token\titem_id:token\n", {"time_col": "ts"}, ["missing column 'ts'", "user_id:token"]),
@@ -199,6 +226,8 @@ def test_parquet(tmp_path):
     data = read_data_file(path, time_col="timestamp")
     assert sequences(data) == [[2, 1], [1]] and data.item_map.tolist() == [0, 30, 10]
     raises(["t.parquet", "missing column 'ts'", "user_id"], read_table, path, "parquet", time_col="ts")
+    pd.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "NaN"], "timestamp": [1, 2]}).to_parquet(path)
+    raises(["t.parquet", "row 2", "'item_id'", "'NaN'", "missing"], read_table, path, "parquet")
 
 
 # ---------------------------------------------------------------------------------------------- loading, known
@@ -306,6 +335,9 @@ def test_download_file_direct(tmp_path, monkeypatch):
     serve(monkeypatch, payload)
     target = download_file("https://x/y", tmp_path / "d" / "y", hashlib.sha256(payload).hexdigest())
     assert target.read_bytes() == payload
+    # the mode of any new file (0o666 less the umask), not mkstemp's private 0o600
+    from seqrec.utils import default_file_mode
+    assert target.stat().st_mode & 0o777 == default_file_mode()
 
 
 def test_load_dataset_paths_and_synthetic(tmp_path):
@@ -343,6 +375,16 @@ def test_stats_and_check_on_hand_made_file(tmp_path):
     assert "1 users have fewer than 3" in joined and "2 item ids in 1..5 never occur (3, 4)" in joined
     assert "user ids are not 1..3" in joined and "repeated" in joined
     raises(["Broken.txt", "line 1"], check_dataset, write(tmp_path / "Broken.txt", "1 a\n"))
+
+
+def test_check_synthetic_and_data_config(tmp_path):
+    from seqrec.data.stats import check_data
+    assert "2,000 users, 500 items" in check_dataset("synthetic")[0]
+    assert "30 users" in check_data(DataConfig(synthetic_users=30))[0]
+    table = write(tmp_path / "log.csv", "user,item\nu,a\nu,b\nu,a\nv,b\n")
+    notes = check_data(DataConfig(dataset=str(table), user_col="user", item_col="item", time_col=None))
+    assert "2 users, 2 items, 4 interactions" in notes[0] and any("remapped to 1..2" in n for n in notes)
+    raises(["log.csv", "missing column 'user_id'"], check_data, DataConfig(dataset=str(table)))
 
 
 def test_beauty_stats():

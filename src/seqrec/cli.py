@@ -14,7 +14,7 @@ from pathlib import Path
 
 from seqrec.errors import SeqrecError
 
-# `seqrec train` without --config: SASRec on the embedded synthetic dataset (about a minute on 2 CPU cores)
+# `seqrec train` without --config: SASRec on the embedded synthetic dataset (under a minute on 2 CPU cores: one thread, see train.threads)
 DEFAULT_CONFIG = str(Path(__file__).resolve().parent / "configs" / "default.yaml")
 
 
@@ -182,21 +182,40 @@ def _add_data(sub) -> None:
                         ("check", "validate a file and report problems")):
         q = dsub.add_parser(name, help=help_)
         q.add_argument("path", help="a data file, or a known dataset name (Beauty, ...) or 'synthetic'")
-        q.add_argument("--format", default="auto", help="auto | s3rec | inter | csv | tsv | parquet")
+        q.add_argument("--format", default=None, help="auto | s3rec | inter | csv | tsv | parquet (default auto; "
+                       "same as --set data.format=...)")
+        q.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="a data.* config key as for train, e.g. --set data.item_col=item --set data.k_core=5 "
+                            "(repeatable)")
         q.add_argument("--json", action="store_true")
 
 
+def _data_config(args):
+    """The DataConfig of `seqrec data stats|check`: PATH, --format, then the --set data.* overrides."""
+    from seqrec.config import DataConfig, apply_overrides, dataclass_from_dict
+    for item in args.overrides:
+        section = item.split("=", 1)[0].strip().split(".", 1)[0]
+        if "=" in item and section != "data":
+            raise SeqrecError(f"--set {item!r}: seqrec data {args.data_cmd} reads data.* keys only; "
+                              f"expected data.KEY=VALUE (e.g. data.item_col=item)")
+    section = {"dataset": args.path}
+    if args.format is not None:
+        section["format"] = args.format
+    d = apply_overrides({"data": section}, args.overrides)
+    dc = dataclass_from_dict(DataConfig, d["data"], "data")
+    dc.validate()
+    return dc
+
+
 def cmd_data(args) -> int:
-    from seqrec.config import DataConfig
     from seqrec.data.loading import load_dataset
-    from seqrec.data.stats import check_dataset, dataset_stats, format_stats
+    from seqrec.data.stats import check_data, dataset_stats, format_stats
+    dc = _data_config(args)
     if args.data_cmd == "stats":
-        dc = DataConfig(dataset=args.path, format=args.format)
-        dc.validate()
         stats = dataset_stats(load_dataset(dc))
         print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
         return 0
-    problems = check_dataset(args.path, fmt=args.format)
+    problems = check_data(dc)
     if args.json:
         print(json.dumps(problems, indent=2))
     else:

@@ -221,6 +221,8 @@ def download_file(url: str, target: str | Path, sha256: str, timeout: float = 60
         if digest.hexdigest() != sha256:
             raise DataError(f"download of {url} failed: sha256 {digest.hexdigest()} differs from the expected "
                             f"{sha256}")
+        from seqrec.utils import default_file_mode
+        os.chmod(tmp, default_file_mode())    # mkstemp's 0o600 -> the mode of any new file (umask)
         os.replace(tmp, target)
     except (urllib.error.URLError, OSError, ValueError) as e:
         # URLError covers HTTP errors and DNS failures, OSError timeouts and resets, ValueError a malformed URL

@@ -5,7 +5,10 @@ Every reader returns an `InteractionData` and validates its input completely: a 
 Whitespace-only lines carry no data and are ignored (so a trailing blank line is fine).
 
 S3-Rec files (`user item item ...`) are already preprocessed: ids are kept exactly as they are (Taobao has gaps,
-so `n_items` is the largest item id, not the number of distinct items) and no filter is applied.
+so `n_items` is the largest item id, not the number of distinct items) and no filter is applied. The exception is
+a file whose item ids are sparse beyond use as embedding rows (largest id over S3REC_DENSE_LIMIT and over
+S3REC_SPARSE_RATIO times the number of distinct items, e.g. raw ids of 1e9): its item ids are remapped to 1..n in
+increasing order of the original id and `data.item_map` holds the originals, as for raw tables.
 
 Raw tables (.inter, csv, tsv, parquet) have one interaction per row. They are grouped per user (users in order of
 first appearance in the file), each user's rows stably sorted by timestamp (file order kept for ties, and
@@ -33,6 +36,17 @@ from seqrec.data.dataset import InteractionData, ItemAttributes
 from seqrec.errors import DataError
 
 TABLE_FORMATS = ("inter", "csv", "tsv", "parquet")
+
+INT64_MAX = 2**63 - 1
+"""Largest id a file may hold (ids are int64)."""
+S3REC_DENSE_LIMIT = 1_000_000
+"""S3-Rec item ids up to this are always kept as they are (n_items = the largest id, gaps included)."""
+S3REC_SPARSE_RATIO = 10
+"""Beyond S3REC_DENSE_LIMIT, S3-Rec item ids are remapped to 1..n when the largest id is more than this many times
+the number of distinct items (more than 90% of the embedding rows would be unused)."""
+MISSING_MARKERS = frozenset({"nan", "-nan", "+nan", "none", "null", "na", "n/a", "#n/a", "<na>"})
+"""Id values (compared in lower case) that are how tools write a missing value (pandas, R, Spark, str(None)):
+a user or item id written so is an error, like an empty one."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -70,6 +84,9 @@ def _bad_id(path: Path, line: int, token: str, what: str) -> DataError:
         return DataError(f"{path}: line {line}: {what} {token!r} is not an integer; expected a positive integer id")
     if value < 1:
         return DataError(f"{path}: line {line}: {what} {token!r} is < 1; ids start at 1 (0 is padding)")
+    if value > INT64_MAX and _is_positive_int(token):
+        return DataError(f"{path}: line {line}: {what} {token!r} is larger than {INT64_MAX} (2**63 - 1); "
+                         f"expected a 64-bit id")
     return DataError(f"{path}: line {line}: {what} {token!r} is not a plain decimal integer; "
                      f"expected ASCII digits only")
 
@@ -89,12 +106,13 @@ def read_s3rec(path: str | Path, attributes_path: str | Path | None = None) -> I
     """Read an S3-Rec text file: one user per line, `user_id item_1 ... item_n`, items in chronological order.
 
     path: the `<Name>.txt` file. Ids are 1-based integers separated by whitespace; they are kept as they are
-        (`n_items` is the largest item id; `user_ids` are the ids of the lines, in file order).
+        (`n_items` is the largest item id; `user_ids` are the ids of the lines, in file order), except sparse
+        item ids (see the module docstring), which are remapped to 1..n with the originals in `data.item_map`.
     attributes_path: optional `<Name>_item2attributes.json` ({"item id": [attribute ids]}), read with
         `read_attributes`; None for no attributes.
     Returns an InteractionData named after the file stem with `source` = the path.
-    Raises DataError for a missing or empty file, a non-integer or < 1 id, a user id given on two lines, or a
-    line with a user but no items.
+    Raises DataError for a missing or empty file, a non-integer, < 1 or > 2**63 - 1 id, a user id given on two
+    lines, or a line with a user but no items.
     """
     path, text = _read_text(path)
     lines = text.split("\n")
@@ -119,8 +137,21 @@ def read_s3rec(path: str | Path, attributes_path: str | Path | None = None) -> I
     _check_unique_users(path, user_ids, line_numbers)
 
     n_items = int(items.max())
-    attributes = read_attributes(attributes_path, n_items) if attributes_path is not None else None
-    return InteractionData(path.stem, items, _csr_offsets(lengths_np), user_ids, n_items, attributes, str(path))
+    item_map = None
+    if n_items > S3REC_DENSE_LIMIT:
+        distinct = np.unique(items)
+        if n_items > S3REC_SPARSE_RATIO * len(distinct):
+            # sparse raw ids (e.g. 1e9): an embedding row per id up to the largest cannot be allocated; remap
+            # them to 1..n in increasing order of the original id, keeping the originals (as raw tables do)
+            items = np.searchsorted(distinct, items) + 1
+            n_items = len(distinct)
+            item_map = np.concatenate([np.zeros(1, dtype=np.int64), distinct])
+    item_index = None if item_map is None else {str(v): i for i, v in enumerate(item_map[1:].tolist(), start=1)}
+    attributes = read_attributes(attributes_path, n_items, item_index) if attributes_path is not None else None
+    data = InteractionData(path.stem, items, _csr_offsets(lengths_np), user_ids, n_items, attributes, str(path))
+    if item_map is not None:
+        data.item_map = item_map
+    return data
 
 
 def _parse_item_tokens(path: Path, tokens: list[str], lengths: np.ndarray, line_numbers: list[int],
@@ -128,13 +159,16 @@ def _parse_item_tokens(path: Path, tokens: list[str], lengths: np.ndarray, line_
     """Convert all item tokens at once (fast path); on any invalid token find and report the first one."""
     joined = "".join(tokens)
     if joined.isascii() and joined.isdigit():
-        items = np.fromiter(map(int, tokens), dtype=np.int64, count=len(tokens))
-        if items.min() >= 1:
+        try:
+            items = np.fromiter(map(int, tokens), dtype=np.int64, count=len(tokens))
+        except OverflowError:       # an id beyond int64, found below
+            items = None
+        if items is not None and items.min() >= 1:
             return items
     # slow path, only taken for a broken file: walk the lines again to name the line and the token
     for number in line_numbers:
         for token in lines[number - 1].split()[1:]:
-            if not _is_positive_int(token):
+            if not _is_positive_int(token) or int(token) > INT64_MAX:
                 raise _bad_id(path, number, token, "item id")
     raise AssertionError("unreachable: an invalid item token was detected but not found")
 
@@ -142,7 +176,7 @@ def _parse_item_tokens(path: Path, tokens: list[str], lengths: np.ndarray, line_
 def _parse_user_tokens(path: Path, users: list[str], line_numbers: list[int]) -> np.ndarray:
     """User id of every line as int64, or a DataError naming the first invalid one."""
     for token, number in zip(users, line_numbers):
-        if not _is_positive_int(token):
+        if not _is_positive_int(token) or int(token) > INT64_MAX:
             raise _bad_id(path, number, token, "user id")
     return np.fromiter(map(int, users), dtype=np.int64, count=len(users))
 
@@ -295,6 +329,9 @@ def _read_text_columns(path: str | Path, fmt: str, user_col: str, item_col: str,
                 if not value:
                     raise DataError(f"{path}: line {reader.line_num}: column {names[c]!r} is empty; "
                                     f"expected a value")
+            for value, c in zip(values[:2], columns):
+                if value.lower() in MISSING_MARKERS:
+                    raise _missing_id(path, f"line {reader.line_num}", names[c], value)
             users.append(values[0])
             items.append(values[1])
             if time_col is not None:
@@ -308,6 +345,12 @@ def _read_text_columns(path: str | Path, fmt: str, user_col: str, item_col: str,
     if time_col is not None:
         times = _parse_times(path, time_tokens, lines, names[columns[2]], "line")
     return users, items, times
+
+
+def _missing_id(path: Path, where: str, column: str, value) -> DataError:
+    """The DataError for a user / item id written as a missing value ('NaN', 'null', ...)."""
+    return DataError(f"{path}: {where}: column {column!r} value {str(value)!r} marks a missing value; expected "
+                     f"an id (remove the row or fill in the id)")
 
 
 def _column_index(path: Path, names: list[str], col: str, fmt: str, is_time: bool = False) -> int:
@@ -375,6 +418,11 @@ def _read_parquet_columns(path: Path, user_col: str, item_col: str, time_col: st
         if missing.any():
             raise DataError(f"{path}: row {int(np.flatnonzero(missing)[0]) + 1}: column {col!r} is empty; "
                             f"expected a value")
+        if col != time_col and not pd.api.types.is_numeric_dtype(frame[col]):
+            marked = frame[col].astype(str).str.strip().str.lower().isin(MISSING_MARKERS).to_numpy()
+            if marked.any():
+                row = int(np.flatnonzero(marked)[0])
+                raise _missing_id(path, f"row {row + 1}", col, frame[col].iloc[row])
     times = None
     if time_col is not None:
         column = frame[time_col]

@@ -1,13 +1,14 @@
 """Dataset statistics and the checks behind `seqrec data check PATH`."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
+from seqrec.config import DataConfig
 from seqrec.data.dataset import InteractionData
-from seqrec.data.known import get_known, resolve_dataset
-from seqrec.data.loading import read_data_file
+from seqrec.data.loading import load_dataset, read_data_file
 
 # upper bounds (inclusive) of the sequence-length histogram bins; the last bin is open
 LENGTH_BINS = (2, 4, 9, 19, 49, 99, 199, 499)
@@ -109,13 +110,22 @@ def check_dataset(path: str | Path, fmt: str = "auto", attributes: str | Path | 
                   k_core: int = 0) -> list[str]:
     """Read a data file with full validation and list what a user should know about it.
 
-    path: an interaction file (any format of `read_data_file`) or a known dataset name found locally (it is not
-        downloaded). fmt, attributes, user_col, item_col, time_col, k_core: as for `read_data_file`.
+    path: an interaction file (any format of `read_data_file`), a known dataset name found locally (it is not
+        downloaded) or 'synthetic'. fmt, attributes, user_col, item_col, time_col, k_core: as for `read_data_file`.
     Returns strings prefixed 'note:' (facts: sizes, repeats), 'warning:' (things that change results: short
     users, unused item ids) or 'problem:' (no user can be evaluated). The first one always gives the counts.
     A file that cannot be read raises DataError (its message names the file and the line).
     """
-    data = _read_for_check(path, fmt, attributes, user_col, item_col, time_col, k_core)
+    return check_data(DataConfig(dataset=str(path), format=fmt, attributes=attributes, user_col=user_col,
+                                 item_col=item_col, time_col=time_col, k_core=k_core))
+
+
+def check_data(cfg: DataConfig) -> list[str]:
+    """`check_dataset` for the data a DataConfig describes (`seqrec data check PATH --set data.KEY=VALUE`).
+
+    An existing file (cfg.path, or cfg.dataset when it names a file) is read by `read_data_file`; otherwise
+    cfg.dataset is 'synthetic' or a known dataset name, loaded by `load_dataset` from local files only."""
+    data = _read_for_check(cfg)
     stats = dataset_stats(data)
     notes = [f"note: {data.source or data.name}: {stats['users']:,} users, {stats['items']:,} items, "
              f"{stats['interactions']:,} interactions; sequence length {stats['length_min']}-{stats['length_max']}, "
@@ -129,16 +139,12 @@ def check_dataset(path: str | Path, fmt: str = "auto", attributes: str | Path | 
     return notes
 
 
-def _read_for_check(path, fmt, attributes, user_col, item_col, time_col, k_core) -> InteractionData:
-    """read_data_file, or a known dataset's local S3-Rec files when `path` is a known name and not a file."""
-    known = get_known(str(path)) if not Path(path).exists() else None
-    if known is not None:
-        want = str(attributes) != "none"
-        text, attrs = resolve_dataset(known.name, download=False, attributes=want)
-        if want and attributes is not None:
-            attrs = attributes
-        return read_data_file(text, "s3rec", attrs if attrs is not None else "none")
-    return read_data_file(path, fmt, attributes, user_col, item_col, time_col, k_core)
+def _read_for_check(cfg: DataConfig) -> InteractionData:
+    """read_data_file for an existing file (a file wins over a known name), else load_dataset without download."""
+    if cfg.path is None and not Path(cfg.dataset).exists():
+        return load_dataset(dataclasses.replace(cfg, download=False))
+    return read_data_file(cfg.path or cfg.dataset, cfg.format, cfg.attributes, cfg.user_col, cfg.item_col,
+                          cfg.time_col, cfg.k_core)
 
 
 def _short_user_notes(data: InteractionData, stats: dict) -> list[str]:
@@ -156,6 +162,12 @@ def _short_user_notes(data: InteractionData, stats: dict) -> list[str]:
 def _id_gap_notes(data: InteractionData, stats: dict) -> list[str]:
     """Item ids in 1..n_items that never occur (they still get an embedding row and are ranked), user id gaps."""
     notes = []
+    item_map = getattr(data, "item_map", None)     # raw tables, and S3-Rec files with sparse item ids
+    if item_map is not None:
+        originals = (f" (original ids {item_map[1:].min()}..{item_map[1:].max()})" if item_map.dtype != object
+                     else "")
+        notes.append(f"note: item ids are remapped to 1..{data.n_items}{originals}; models, evaluate and "
+                     f"recommend use the new ids")
     used = np.zeros(data.n_items + 1, dtype=bool)
     used[data.items] = True
     unused = np.flatnonzero(~used[1:]) + 1

@@ -34,6 +34,7 @@ from torch import nn
 
 from seqrec.config import check_range
 from seqrec.data.dataset import ItemAttributes
+from seqrec.errors import ConfigError
 from seqrec.losses import NegativeSampler, item_loss
 
 
@@ -58,10 +59,19 @@ class ModelConfig:
         for f in ("d", "layers", "heads", "inner"):
             if hasattr(self, f):
                 check_range(f"model.{f}", getattr(self, f), lo=1)
+        if hasattr(self, "d") and hasattr(self, "heads") and self.d % self.heads:
+            raise ConfigError(f"model.heads: {self.heads} does not divide model.d {self.d}; expected a divisor of "
+                              f"model.d (each head gets d / heads dimensions), e.g. "
+                              f"{', '.join(str(h) for h in _divisors(self.d, 4))}")
         if hasattr(self, "init_std"):
             check_range("model.init_std", self.init_std, lo=0, lo_open=True)
         if hasattr(self, "loss"):
             validate_loss_fields(self)
+
+
+def _divisors(n: int, k: int) -> list[int]:
+    """The first k divisors of n (for error messages)."""
+    return [h for h in range(1, n + 1) if n % h == 0][:k]
 
 
 @dataclass

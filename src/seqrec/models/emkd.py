@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -113,7 +114,13 @@ class EMKDConfig(ModelConfig):
         check_choice("model.contrastive_self", self.contrastive_self, ("remove", "zero"))
         check_choice("model.logits_at", self.logits_at, ("masked", "all"))
         member = self.member_config()
-        member.validate()
+        try:
+            member.validate()
+        except ConfigError as e:
+            # name the keys set in model.member so (the shared keys come from this config: model.KEY is right)
+            message = re.sub(r"\bmodel\.(\w+)", lambda m: f"model.member.{m[1]}" if m[1] in self.member else m[0],
+                             str(e))
+            raise ConfigError(message) from None
         if getattr(member, "loss", "ce") != "ce":
             raise ConfigError(f"model.member.loss: emkd trains its members with its own CE and KD; expected ce, got "
                               f"{member.loss!r}")

@@ -73,9 +73,7 @@ class MQSATEDConfig(ModelConfig):
         check_range("model.tau", self.tau, lo=0, lo_open=True)
         check_range("model.transitions_last", self.transitions_last, lo=-1)
         check_range("model.ln_eps", self.ln_eps, lo=0, lo_open=True)
-        if self.d % self.heads:
-            from seqrec.errors import ConfigError
-            raise ConfigError(f"model.d: {self.d} is not divisible by model.heads {self.heads}")
+        # model.heads dividing model.d: checked by ModelConfig.validate
 
 
 class Tower(nn.Module):
