@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--name", help="result name (default <model>_beauty_<cpu|full>)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run in benchmarks/scratch/<name> exactly (a run may span sessions)")
     args = ap.parse_args()
     overrides = [f"train.threads={args.threads}", "train.track_test=true", *args.overrides]
     if not args.full:   # the budget covers the whole run: keep a reserve for the final validation and test
@@ -59,7 +61,7 @@ def main() -> None:
     cfg = load_config(args.config, overrides)
     name = args.name or f"{cfg.model.name}_beauty_{'full' if args.full else 'cpu'}"
     out = Path(__file__).resolve().parent / "scratch" / name
-    result = train(cfg, out, quiet=args.quiet, command=provenance()["command"])
+    result = train(cfg, out, quiet=args.quiet, resume=args.resume, command=provenance()["command"])
     bar = PUBLISHED.get(cfg.model.name)
     result.update({k: v for k, v in provenance(args.threads).items() if k != "versions"})
     result["benchmark"] = {
