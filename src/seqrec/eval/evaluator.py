@@ -28,10 +28,16 @@ from seqrec.data.dataset import Split
 from seqrec.eval.metrics import metric_sums, ordered
 
 
-def exclude_items(scores: torch.Tensor, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
-    """Set scores[b, item] = -inf for every item in flat[starts[b]:starts[b]+lengths[b]] (in place)."""
+def history_pairs(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, items): row b paired with every item of flat[starts[b]:starts[b]+lengths[b]], in history order."""
     rows = np.repeat(np.arange(len(starts)), lengths)
     cols = flat[np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())]
+    return rows, cols
+
+
+def exclude_items(scores: torch.Tensor, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
+    """Set scores[b, item] = -inf for every item in flat[starts[b]:starts[b]+lengths[b]] (in place)."""
+    rows, cols = history_pairs(flat, starts, lengths)
     scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols).to(scores.device)] = float("-inf")
 
 
@@ -45,8 +51,7 @@ def scorer(model):
 
 def exclusion_pairs(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(rows, items) of the history exclusions, sorted by item (so that a chunk's part is a searchsorted slice)."""
-    rows = np.repeat(np.arange(len(starts)), lengths)
-    cols = flat[np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())]
+    rows, cols = history_pairs(flat, starts, lengths)
     o = np.argsort(cols, kind="stable")
     return rows[o], cols[o]
 
