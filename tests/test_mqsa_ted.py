@@ -156,6 +156,37 @@ def test_ted_loss_matches_dense_reference():
         torch.testing.assert_close(a.double(), b.double(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("scale", [0.05, 40.0])
+@pytest.mark.parametrize("chunk", [0, 4])
+def test_official_ted_form_matches_naive_guarded_log(scale, chunk):
+    """form='official' is -sum p_T log(softmax + 1e-24) (a naive loop in float64); at scale 0.05 every student
+    probability is far above 1e-24 and it equals the exact form, at scale 40 some underflow and it differs."""
+    torch.manual_seed(4)
+    n, tau = 12, 0.1
+    seqs = [[1, 2, 3, 1, 2, 5], [2, 2, 7, 1], [3, 4, 3, 4, 3]]
+    flat = np.concatenate([np.array(s) for s in seqs])
+    c = transition_matrix(flat, np.cumsum([0] + [len(s) for s in seqs]), n)
+    teacher = TransitionTeacher(c, tau)
+    items = torch.tensor([1, 2, 2, 3, 5, 9, 1, 7, 4, 4])
+    query = (scale * torch.randn(len(items), 6)).requires_grad_()
+    emb = torch.randn(n, 6, requires_grad=True)
+    loss = ted_loss(items, query, emb, teacher, tau, chunk_rows=chunk, form="official")
+    logits = (query.double() @ emb.double().T) / tau
+    dense_teacher = teacher.base.double()[items, None] + teacher.coef.to_dense().double()[items]
+    ref = torch.stack([-(dense_teacher[k] * torch.log(torch.softmax(logits[k], 0) + 1e-24)).sum()
+                       for k in range(len(items))]).mean()
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-5)
+    g = torch.autograd.grad(loss, (query, emb))
+    g_ref = torch.autograd.grad(ref, (query, emb))
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a.double(), b.double(), rtol=1e-4, atol=1e-5)
+    exact = ted_loss(items, query, emb, teacher, tau, form="exact")
+    if scale < 1:
+        torch.testing.assert_close(exact, loss, rtol=1e-5, atol=1e-6)
+    else:
+        assert torch.softmax(logits, 1).min() < 1e-24 and exact.item() > loss.item() + 1.0
+
+
 def test_ted_loss_small_tau_is_finite():
     c = transition_matrix(np.array([1, 2, 1, 3, 1, 2]), np.array([0, 6]), 4)
     loss = ted_loss(torch.tensor([1, 2, 3]), torch.randn(3, 5), torch.randn(4, 5), TransitionTeacher(c, 0.005),

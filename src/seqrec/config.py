@@ -165,7 +165,10 @@ class TrainConfig:
     fused_optimizer: bool = True
     """Use the fused Adam/AdamW kernel (one kernel for all parameters) where the device supports it."""
     bucket: bool = True
-    """Group examples of similar length into batches so that batches are only as long as they need."""
+    """Group examples of similar length into batches so that batches are only as long as they need. The objective
+    does not change: a bucketed batch divides its per-target mean losses by rows x the epoch's expected targets per
+    example (`seqrec.data.batch.loss_norms`), so every target position weighs what it weighs on average in random
+    batches; false: a plain shuffle, each batch divided by its own target count (the reference codes' loss)."""
     bucket_factor: int = 50
     """Size of the shuffled pools sorted by length when bucketing, in batches."""
 

@@ -16,9 +16,10 @@ def rows_at(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def item_cross_entropy(h: torch.Tensor, y: torch.Tensor, logits_fn: Callable[[torch.Tensor], torch.Tensor],
-                       chunk_rows: int = 0, padding_class: bool = False) -> torch.Tensor:
+                       chunk_rows: int = 0, padding_class: bool = False, norm: float | None = None) -> torch.Tensor:
     """Mean full-softmax cross entropy of the rows h [K, d] with targets y [K] (item ids >= 1) over items 1..n
-    (ids 0..n with padding_class); 0 when K = 0.
+    (ids 0..n with padding_class); 0 when K = 0. The sum is divided by `norm` (the batch's `target_norm`), or by K
+    when it is None.
 
     `logits_fn(h [k, d]) -> [k, n_items + 1]` gives the item logits (column 0, padding, is left out of the softmax).
     padding_class: keep column 0 in the softmax as a class that is never a target (the RecBole models do this: their
@@ -29,11 +30,12 @@ def item_cross_entropy(h: torch.Tensor, y: torch.Tensor, logits_fn: Callable[[to
     k = h.shape[0]
     if k == 0:
         return h.sum() * 0.0
+    denom = k if norm is None else norm
     if chunk_rows <= 0 or k <= chunk_rows:
-        return _cross_entropy_sum(h, y, logits_fn, padding_class) / k
+        return _cross_entropy_sum(h, y, logits_fn, padding_class) / denom
     total = sum(checkpoint(_cross_entropy_sum, h[i:i + chunk_rows], y[i:i + chunk_rows], logits_fn, padding_class,
                            use_reentrant=False) for i in range(0, k, chunk_rows))
-    return total / k
+    return total / denom
 
 
 def _cross_entropy_sum(h: torch.Tensor, y: torch.Tensor, logits_fn, padding_class: bool = False) -> torch.Tensor:
@@ -234,31 +236,34 @@ def gbce_beta(negatives: int, n_items: int, t: float) -> float:
 
 def item_loss(h: torch.Tensor, y: torch.Tensor, logits_fn: Callable[[torch.Tensor], torch.Tensor],
               item_rows: ItemRows, cfg, sampler: NegativeSampler | None, chunk_rows: int = 0,
-              padding_class: bool = False) -> torch.Tensor:
+              padding_class: bool = False, norm: float | None = None) -> torch.Tensor:
     """The training loss over items of hidden rows h [K, d] with targets y [K], as the model config's LossConfig
     keys say (cfg.loss, cfg.gbce_t; negatives from `sampler`, see NegativeSampler.from_config): mean over the rows.
 
     * ce: `item_cross_entropy(h, y, logits_fn, chunk_rows, padding_class)`, exactly (padding_class is CE-only);
     * sampled_softmax: `sampled_softmax_loss` with one draw of `sampler` for the batch;
     * gbce: `gbce_loss` with one draw of `sampler` and beta = gbce_beta(negatives, n_items, cfg.gbce_t).
-    chunk_rows > 0: the rows in recomputed chunks (the [rows, N] logits of one chunk alive at a time)."""
+    chunk_rows > 0: the rows in recomputed chunks (the [rows, N] logits of one chunk alive at a time).
+    norm: divide the sum over rows by this instead of K (`Batch.target_norm`)."""
     kind = getattr(cfg, "loss", "ce")
     if kind == "ce":
-        return item_cross_entropy(h, y, logits_fn, chunk_rows, padding_class)
+        return item_cross_entropy(h, y, logits_fn, chunk_rows, padding_class, norm)
     if sampler is None:
         raise RuntimeError(f"model.loss={kind} needs a NegativeSampler (NegativeSampler.from_config)")
     if h.shape[0] == 0:
         return h.sum() * 0.0
     neg, log_q_neg, log_q_pos = sampler.sample(y)
     if kind == "sampled_softmax":
-        return sampled_softmax_loss(h, y, item_rows, neg, log_q_pos, log_q_neg, chunk_rows)
+        return sampled_softmax_loss(h, y, item_rows, neg, log_q_pos, log_q_neg, chunk_rows, norm)
     if kind == "gbce":
-        return gbce_loss(h, y, item_rows, neg, gbce_beta(sampler.negatives, sampler.n_items, cfg.gbce_t), chunk_rows)
+        return gbce_loss(h, y, item_rows, neg, gbce_beta(sampler.negatives, sampler.n_items, cfg.gbce_t), chunk_rows,
+                         norm)
     raise ValueError(f"model.loss must be ce, sampled_softmax or gbce, got {kind!r}")
 
 
 def sampled_softmax_loss(h: torch.Tensor, y: torch.Tensor, item_rows: ItemRows, negatives: torch.Tensor,
-                         log_q_pos: torch.Tensor, log_q_neg: torch.Tensor, chunk_rows: int = 0) -> torch.Tensor:
+                         log_q_pos: torch.Tensor, log_q_neg: torch.Tensor, chunk_rows: int = 0,
+                         norm: float | None = None) -> torch.Tensor:
     """Mean over rows k of -log softmax of the target among [target, negatives], every logit corrected by its log Q:
     with o_k = s(h_k, y_k) - log Q(y_k) and o_kj = s(h_k, n_j) - log Q(n_j) (-inf where n_j == y_k: a negative
     equal to the row's target is left out), loss_k = logsumexp(o_k, o_k1..o_kN) - o_k.
@@ -266,33 +271,35 @@ def sampled_softmax_loss(h: torch.Tensor, y: torch.Tensor, item_rows: ItemRows, 
     negatives [N] item ids shared by all K rows; log_q_pos [K], log_q_neg [N] their log sampling probabilities.
     Logits in float32 (as `item_cross_entropy`); 0 when K = 0."""
     return _sampled_mean(_sampled_softmax_sum, h, y, item_rows, negatives, (log_q_pos,), (log_q_neg,),
-                         chunk_rows)
+                         chunk_rows, norm)
 
 
 def gbce_loss(h: torch.Tensor, y: torch.Tensor, item_rows: ItemRows, negatives: torch.Tensor, beta: float,
-              chunk_rows: int = 0) -> torch.Tensor:
+              chunk_rows: int = 0, norm: float | None = None) -> torch.Tensor:
     """gBCE (gSASRec: Petrov & Macdonald, "gSASRec: Reducing Overconfidence in Sequential Recommendation Trained
     with Negative Sampling", RecSys 2023, the generalised binary cross entropy): per row k,
     loss_k = -1/(N + 1) [log sigma(s_k+)^beta + sum_j log(1 - sigma(s_kj))] = (beta softplus(-s_k+) +
     sum_j softplus(s_kj)) / (N + 1), mean over rows; s_k+ the target's logit, s_kj those of the N shared negatives.
     A negative equal to the row's target contributes no term (the 1/(N + 1) stays). beta: see `gbce_beta`."""
-    return _sampled_mean(_gbce_sum, h, y, item_rows, negatives, (), (float(beta),), chunk_rows)
+    return _sampled_mean(_gbce_sum, h, y, item_rows, negatives, (), (float(beta),), chunk_rows, norm)
 
 
 def _sampled_mean(fn, h, y, item_rows: ItemRows, negatives, row_args: tuple, shared_args: tuple,
-                  chunk_rows: int) -> torch.Tensor:
-    """fn(h, y, item_rows, W_neg, b_neg, negatives, *row_args, *shared_args) summed over all rows / K; row_args are
-    [K] tensors cut with the rows (chunk_rows > 0: chunks recomputed in backward, as in `item_cross_entropy`)."""
+                  chunk_rows: int, norm: float | None = None) -> torch.Tensor:
+    """fn(h, y, item_rows, W_neg, b_neg, negatives, *row_args, *shared_args) summed over all rows / K (or / norm);
+    row_args are [K] tensors cut with the rows (chunk_rows > 0: chunks recomputed in backward, as in
+    `item_cross_entropy`)."""
     k = h.shape[0]
     if k == 0:
         return h.sum() * 0.0
+    denom = k if norm is None else norm
     wn, bn = item_rows(negatives)              # gathered once, shared by every chunk
     if chunk_rows <= 0 or k <= chunk_rows:
-        return fn(h, y, item_rows, wn, bn, negatives, *row_args, *shared_args) / k
+        return fn(h, y, item_rows, wn, bn, negatives, *row_args, *shared_args) / denom
     total = sum(checkpoint(fn, h[i:i + chunk_rows], y[i:i + chunk_rows], item_rows, wn, bn, negatives,
                            *(a[i:i + chunk_rows] for a in row_args), *shared_args, use_reentrant=False)
                 for i in range(0, k, chunk_rows))
-    return total / k
+    return total / denom
 
 
 def _sampled_logits(h, y, item_rows: ItemRows, wn, bn) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,6 +38,13 @@ class Batch:
                   target_index[b] = b * T + lengths[b] - 1 and a model may encode that position only),
                   'masked' (cloze-masked positions; `items` already holds the masked input) or 'none'.
 
+    target_norm:  the denominator of the batch's per-target mean losses (None: the number of targets K). The
+                  training loader sets it to rows x the epoch's expected targets per example when batches are
+                  length-bucketed (`loss_norms`), so that every target position weighs the same in whatever
+                  batch it lands; dividing by K would give the positions of a batch of short sequences (few
+                  targets) more weight than the same positions in a random batch, i.e. change the objective.
+    token_norm:   the same for per-input-token mean losses (MQSA-TED's TED term over the batch's items).
+
     Given `targets` only (tests, hand-made batches on the CPU), the description is derived from them here.
     """
     items: torch.Tensor
@@ -47,6 +54,8 @@ class Batch:
     target_index: torch.Tensor | None = None
     target_items: torch.Tensor | None = None
     targets_at: str = "none"
+    target_norm: float | None = None
+    token_norm: float | None = None
 
     def __post_init__(self) -> None:
         if self.targets_at not in TARGETS_AT:
@@ -194,6 +203,25 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, b
         usable = len(batches) - len(batches) % world_size
         batches = batches[rank:usable:world_size]
     return batches
+
+
+def loss_norms(ex: Examples, causal: bool, mask_prob: float | None = None) -> tuple[float | None, float]:
+    """(targets, input tokens) per example, expected over the epoch's examples: a training batch of r rows divides
+    its per-target mean losses by r x the first and its per-token ones by r x the second (`Batch.target_norm`,
+    `token_norm`), which makes the weight of every target position 1 / (batch_size x targets per example) in every
+    batch, as it is on average in random batches, whether or not batches are bucketed by length.
+
+    causal: a span of L items has L - 1 inputs, each with a target ('sequence' / 'windows') or only the last one
+    ('prefix'). Cloze (not causal): L inputs; with mask_prob the loader's cloze masking chooses each with that
+    probability (expected p L targets); without it the model chooses its targets itself (None: divide by K)."""
+    lengths = ex.lengths.astype(np.float64)
+    if len(lengths) == 0:
+        return None, 1.0
+    if causal:
+        tokens = float((lengths - 1).mean())
+        return (1.0 if ex.last_target_only else tokens), tokens
+    tokens = float(lengths.mean())
+    return (None if mask_prob is None else mask_prob * tokens), tokens
 
 
 def next_item_split(span: torch.Tensor, length: torch.Tensor

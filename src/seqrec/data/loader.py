@@ -12,6 +12,7 @@ with the model's step; on CUDA the batch is also copied to page-locked memory so
 """
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from typing import Callable, Iterator
@@ -32,16 +33,20 @@ def stream_seed(seed: int, *keys: int) -> int:
 
 class BatchLoader:
     """make_batch: index array -> Batch. masking: cloze-mask each batch (BERT4Rec). prefetch: batches built ahead
-    (0 = in the caller's thread). pin_memory: page-locked batches (for CUDA)."""
+    (0 = in the caller's thread). pin_memory: page-locked batches (for CUDA). norms: (targets, tokens) per example
+    (`seqrec.data.batch.loss_norms`): each batch's `target_norm` / `token_norm` = its rows x these (None: the
+    losses divide by the batch's own counts)."""
 
     def __init__(self, make_batch: Callable[[np.ndarray], Batch], masking: ClozeMasking | None = None,
-                 seed: int = 0, rank: int = 0, prefetch: int = 2, pin_memory: bool = False):
+                 seed: int = 0, rank: int = 0, prefetch: int = 2, pin_memory: bool = False,
+                 norms: tuple[float | None, float] | None = None):
         self.make_batch = make_batch
         self.masking = masking
         self.seed = seed
         self.rank = rank
         self.prefetch = prefetch
         self.pin_memory = pin_memory
+        self.norms = norms
 
     def epoch(self, epoch: int, index_batches: list[np.ndarray]) -> Iterator[Batch]:
         generator = torch.Generator().manual_seed(stream_seed(self.seed, 1, epoch, self.rank))
@@ -50,6 +55,11 @@ class BatchLoader:
             batch = self.make_batch(idx)
             if self.masking is not None:
                 batch = masked_batch(batch, self.masking, generator)
+            if self.norms is not None:
+                rows = len(idx)
+                per_target, per_token = self.norms
+                batch = dataclasses.replace(batch, target_norm=None if per_target is None else rows * per_target,
+                                            token_norm=rows * per_token)
             return batch.pin_memory() if self.pin_memory else batch
 
         if self.prefetch <= 0:

@@ -255,12 +255,14 @@ class SeqRecModel(nn.Module):
         raise NotImplementedError(f"{self.name} uses automatic optimisation")
 
     # --- helpers ------------------------------------------------------------------------------------------
-    def item_loss(self, h: torch.Tensor, y: torch.Tensor, padding_class: bool = False) -> torch.Tensor:
+    def item_loss(self, h: torch.Tensor, y: torch.Tensor, padding_class: bool = False,
+                  norm: float | None = None) -> torch.Tensor:
         """The configured training loss over items (LossConfig keys: full CE, sampled softmax or gBCE) of hidden
         rows h [K, d] with targets y [K]: `seqrec.losses.item_loss` with this model's `item_logits(h)` and
-        `item_rows(ids)` (the output-layer rows of those items), chunked by model.logits_chunk_rows."""
+        `item_rows(ids)` (the output-layer rows of those items), chunked by model.logits_chunk_rows; the sum over
+        rows divided by norm (pass the batch's `target_norm`; None: K)."""
         return item_loss(h, y, self.item_logits, self.item_rows, self.cfg, self.item_sampler,
-                         self.cfg.logits_chunk_rows, padding_class)
+                         self.cfg.logits_chunk_rows, padding_class, norm)
 
     @staticmethod
     def mask_padding_column(scores: torch.Tensor) -> torch.Tensor:

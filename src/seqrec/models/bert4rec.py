@@ -71,7 +71,7 @@ class BERT4Rec(SeqRecModel):
         if batch.targets_at != "masked":
             batch = masked_batch(batch.to("cpu"), self.cloze_masking()).to(batch.items.device)
         h = rows_at(self.encode(batch.items, batch.lengths), batch.target_index)
-        ce = self.item_loss(h, batch.target_items)
+        ce = self.item_loss(h, batch.target_items, norm=batch.target_norm)
         return {"loss": ce, "ce": ce.detach()}
 
     @property

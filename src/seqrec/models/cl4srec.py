@@ -127,7 +127,7 @@ class CL4SRec(SASRec):
     def loss(self, batch, views: Views | None = None) -> dict[str, torch.Tensor]:
         views = views if views is not None else self.augment(batch)
         h, y, h1, h2 = self.encode_with_views(batch, views)
-        ce = self.ce_loss(h, y)
+        ce = self.ce_loss(h, y, batch.target_norm)
         cl1 = self.nce(h1, h2)
         total = ce + self.cfg.cl_weight * cl1
         return {"loss": total, "ce": ce.detach(), "cl1": cl1.detach()}

@@ -52,7 +52,7 @@ class GRU4Rec(SeqRecModel):
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         h = rows_at(self.encode(batch.items, batch.lengths), batch.target_index)
-        ce = self.item_loss(h, batch.target_items)
+        ce = self.item_loss(h, batch.target_items, norm=batch.target_norm)
         return {"loss": ce, "ce": ce.detach()}
 
     def score_query(self, batch) -> torch.Tensor:

@@ -140,7 +140,7 @@ class MCLRec(CL4SRec):
         """The encoder (step 1 / 3) loss: CE + lambda L_cl1 + beta (L_cl2 + reg_weight Reg)."""
         views = views if views is not None else self.augment(batch)
         h, y, h1, h2 = self.encode_with_views(batch, views)
-        ce = self.ce_loss(h, y)
+        ce = self.ce_loss(h, y, batch.target_norm)
         total = ce
         out = {"ce": ce.detach()}
         if self.cfg.cl_weight > 0:

@@ -27,8 +27,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from seqrec.config import check_range
+from seqrec.config import check_choice, check_range
 from seqrec.losses import chunked_logsumexp, rows_at
 from seqrec.models import register
 from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, last_position, loss_fields
@@ -56,6 +57,11 @@ class MQSATEDConfig(ModelConfig):
     """Weight of the TED loss; 0 = MQSA alone (no transition matrix, no TED computation)."""
     tau: float = 0.1
     """Temperature of both the TED teacher and student softmaxes."""
+    ted_form: str = "exact"
+    """How the TED cross entropy takes the student's log-probabilities: 'exact' = log_softmax (logsumexp form, the
+    [K, N] product's log-partition only); 'official' = log(softmax + 1e-24) as the official code, which caps each
+    item's term at -log(1e-24) = 55.3 (and its gradient at 0) once the student's probability of it falls below
+    ~1e-24; the two are equal above that (docs/methods/mqsa_ted.md, "TED's log form")."""
     transitions_last: int = -1
     """Which training items the transition matrix counts, per user: -1 = the span the model trains on (its last
     span_len items: the official cut training list), 0 = all training items, n > 0 = the last n."""
@@ -71,6 +77,7 @@ class MQSATEDConfig(ModelConfig):
         check_range("model.alpha", self.alpha, lo=0, hi=1)
         check_range("model.lambda_kd", self.lambda_kd, lo=0)
         check_range("model.tau", self.tau, lo=0, lo_open=True)
+        check_choice("model.ted_form", self.ted_form, ("exact", "official"))
         check_range("model.transitions_last", self.transitions_last, lo=-1)
         check_range("model.ln_eps", self.ln_eps, lo=0, lo_open=True)
         # model.heads dividing model.d: checked by ModelConfig.validate
@@ -135,23 +142,53 @@ class TransitionTeacher:
         spread = torch.sparse.mm(self.coef, item_emb)              # [N + 1, d]
         return self.base[items, None] * item_emb.sum(0) + spread[items]
 
+    def probabilities(self, items: torch.Tensor) -> torch.Tensor:
+        """[K, N] dense p_T(items[k]) (for the official log form, which needs every item's probability)."""
+        if self.base.device != items.device:
+            self.to(items.device)
+        return self.base[items, None] + self.coef.index_select(0, items).to_dense()
+
 
 def ted_loss(items: torch.Tensor, query: torch.Tensor, item_emb: torch.Tensor, teacher: TransitionTeacher,
-             tau: float, chunk_rows: int = 0) -> torch.Tensor:
-    """Mean over occurrences k of CE(p_T(items[k]), p_S(k)), p_S(k) = softmax(query[k] . item_emb^T / tau).
+             tau: float, chunk_rows: int = 0, norm: float | None = None, form: str = "exact") -> torch.Tensor:
+    """Mean over occurrences k of CE(p_T(items[k]), p_S(k)), p_S(k) = softmax(query[k] . item_emb^T / tau)
+    (the sum divided by norm when given: the batch's `token_norm`).
 
     items [K] item ids 1..N (duplicates kept); query [K, d] the students' (dropped-out, scaled) embeddings;
     item_emb [N, d] the embeddings of items 1..N; teacher: the TransitionTeacher of the counts and tau.
     With s_kj = query_k . e_j / tau: CE = logsumexp_j s_kj - sum_j p_T,j s_kj = logsumexp_j s_kj -
     query_k . (sum_j p_T,j e_j) / tau, so the only [K, N] computation is the student's log-partition (in row
-    chunks recomputed in backward when chunk_rows > 0: losses.chunked_logsumexp)."""
+    chunks recomputed in backward when chunk_rows > 0: losses.chunked_logsumexp).
+
+    form='official': -sum_j p_T,j log(p_S,j + 1e-24), the official code's form (MQSATEDConfig.ted_form), with
+    the dense teacher rows (in the same recomputed row chunks)."""
     if query.shape[0] == 0:
         return query.sum() * 0.0
     q = query.float() / tau
     e = item_emb.float()
+    if form == "official":
+        step = chunk_rows if chunk_rows > 0 else q.shape[0]
+        per_item = torch.cat([
+            checkpoint(_official_ted_rows, items[i:i + step], q[i:i + step], e, teacher, use_reentrant=False)
+            if chunk_rows > 0 else _official_ted_rows(items[i:i + step], q[i:i + step], e, teacher)
+            for i in range(0, q.shape[0], step)])
+        return per_item.mean() if norm is None else per_item.sum() / norm
     lse = chunked_logsumexp(q, e, chunk_rows)                  # the one [K, N] product
     expected = (q * teacher.expected_embedding(items, e)).sum(-1)
-    return (lse - expected).mean()
+    per_item = lse - expected
+    return per_item.mean() if norm is None else per_item.sum() / norm
+
+
+OFFICIAL_TED_EPS = 1e-24
+"""The official code's guard inside log(softmax + eps)."""
+
+
+def _official_ted_rows(items: torch.Tensor, q: torch.Tensor, e: torch.Tensor, teacher: TransitionTeacher):
+    """[k] -sum_j p_T(items)_j log(softmax(q e^T)_j + 1e-24); log(p + eps) computed as logaddexp(log p, log eps)
+    (the same value, without forming p)."""
+    log_p = torch.log_softmax(q @ e.T, dim=1)
+    guarded = torch.logaddexp(log_p, torch.tensor(math.log(OFFICIAL_TED_EPS), device=q.device))
+    return -(teacher.probabilities(items) * guarded).sum(1)
 
 
 @register
@@ -225,22 +262,24 @@ class MQSATED(SeqRecModel):
     def item_rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.embed.item.weight[ids], None
 
-    def ted(self, items: torch.Tensor) -> torch.Tensor:
+    def ted(self, items: torch.Tensor, norm: float | None = None) -> torch.Tensor:
+        """The TED term over the batch's input items; norm: the batch's `token_norm` (None: their count)."""
         occ = items[items != 0]
         e = self.embed.item.weight
         query = self.kd_dropout(e[occ] * math.sqrt(self.cfg.d))
-        return ted_loss(occ, query, e[1:], self.teacher, self.cfg.tau, self.cfg.logits_chunk_rows)
+        return ted_loss(occ, query, e[1:], self.teacher, self.cfg.tau, self.cfg.logits_chunk_rows, norm,
+                        self.cfg.ted_form)
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         h = self.encode(batch.items, batch.lengths)
-        ce = self.item_loss(rows_at(h, batch.target_index), batch.target_items)
+        ce = self.item_loss(rows_at(h, batch.target_index), batch.target_items, norm=batch.target_norm)
         out = {"ce": ce.detach()}
         total = ce
         if self.cfg.lambda_kd > 0:
             if self.teacher is None:
                 raise RuntimeError("mqsa_ted: lambda_kd > 0 needs the transition matrix; call model.prepare(split)"
                                    " (the Trainer does) before training")
-            kd = self.ted(batch.items)
+            kd = self.ted(batch.items, batch.token_norm)
             total = total + self.cfg.lambda_kd * kd
             out["ted"] = kd.detach()
         out["loss"] = total

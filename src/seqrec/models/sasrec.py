@@ -62,7 +62,7 @@ class SASRec(SeqRecModel):
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         h, y = self.hidden_at_targets(batch)
-        ce = self.ce_loss(h, y)
+        ce = self.ce_loss(h, y, batch.target_norm)
         return {"loss": ce, "ce": ce.detach()}
 
     def hidden_at_targets(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,10 +71,11 @@ class SASRec(SeqRecModel):
             return self.encode_last(batch.items, batch.lengths), batch.target_items
         return rows_at(self.encode(batch.items, batch.lengths), batch.target_index), batch.target_items
 
-    def ce_loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def ce_loss(self, h: torch.Tensor, y: torch.Tensor, norm: float | None = None) -> torch.Tensor:
         """The item loss of hidden rows h [K, d] with targets y [K]: full-softmax cross entropy by default, or the
-        sampled loss model.loss asks for (SeqRecModel.item_loss). CL4SRec and MCLRec use it too."""
-        return self.item_loss(h, y, padding_class=self.cfg.ce_padding_class)
+        sampled loss model.loss asks for (SeqRecModel.item_loss); norm: the batch's `target_norm`. CL4SRec and
+        MCLRec use it too."""
+        return self.item_loss(h, y, padding_class=self.cfg.ce_padding_class, norm=norm)
 
     def represent(self, batch) -> torch.Tensor:
         """[B, d] sequence representation: the output at the last real item."""

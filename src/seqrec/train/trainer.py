@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from seqrec.config import Config
-from seqrec.data.batch import build_examples, causal_batch, epoch_batches, span_batch
+from seqrec.data.batch import build_examples, causal_batch, epoch_batches, loss_norms, span_batch
 from seqrec.data.dataset import leave_one_out
 from seqrec.data.loader import BatchLoader, stream_seed
 from seqrec.errors import ConfigError, SeqrecError, TrainingDiverged
@@ -206,10 +206,14 @@ class Trainer:
         causal = self.model.objective == "causal"
         make = causal_batch if causal else span_batch
         width = self.model.span_len - 1 if causal else self.model.span_len
+        masking = self.model.cloze_masking()
+        # bucketed batches divide their mean losses by a fixed expected count, not their own (Batch.target_norm):
+        # bucketing must change only how fast an epoch runs, not what it optimises
+        norms = loss_norms(self.examples, causal, masking.prob if masking else None) if tc.bucket else None
         self.loader = BatchLoader(functools.partial(make, self.data.items, self.examples, pad_multiple=pad,
                                                     max_len=width),
-                                  self.model.cloze_masking(), tc.seed, self.dist.rank, tc.prefetch,
-                                  pin_memory=self.device.type == "cuda")
+                                  masking, tc.seed, self.dist.rank, tc.prefetch,
+                                  pin_memory=self.device.type == "cuda", norms=norms)
         # every rank its own dropout / augmentation stream (rank 0 keeps the seed's stream, so a single process
         # draws exactly what it drew before DDP support); the weights were initialised identically above
         if self.dist.rank > 0:
