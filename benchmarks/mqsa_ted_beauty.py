@@ -186,12 +186,13 @@ def accuracy(args) -> None:
         cfg = load_config(CONFIGS / "beauty.yaml", o)
         if not full:
             torch.set_num_threads(1)
-        results[name] = train(cfg, out_dir=ROOT / "runs" / f"mqsa_ted_bench_{name}", quiet=not args.verbose,
+        results[name] = train(cfg, out_dir=ROOT / "runs" / f"mqsa_ted_bench_{name}{args.suffix}",
+                              quiet=not args.verbose,
                               command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]))
         m = results[name]["metrics"]["test"]
         print(f"{name}: epochs {results[name]['epochs_run']} test NDCG@20 {m['NDCG@20']:.4f} HR@20 {m['HR@20']:.4f}",
               flush=True)
-    tag = "full" if full else f"budget{args.budget_min:g}m"
+    tag = ("full" if full else f"budget{args.budget_min:g}m") + args.suffix
     if names != list(VARIANTS):
         # a part of the comparison: one file per variant, joined by --combine
         for name in names:
@@ -224,7 +225,7 @@ def write_comparison(args, tag: str, results: dict, per_variant_provenance) -> N
 
 def combine(args) -> None:
     """Join the per-variant part files of one budget into the comparison file (then removes the parts)."""
-    tag = f"budget{args.budget_min:g}m"
+    tag = f"budget{args.budget_min:g}m" + args.suffix
     parts = {n: RESULTS / f"mqsa_ted_beauty_{tag}_part_{n}.json" for n in VARIANTS}
     missing = [str(p) for p in parts.values() if not p.exists()]
     if missing:
@@ -248,6 +249,8 @@ def main() -> None:
     ap.add_argument("--variants", help=f"accuracy: run only these (comma-separated of {', '.join(VARIANTS)}) and "
                     "write one part file each; the budget per variant stays budget/4")
     ap.add_argument("--combine", action="store_true", help="accuracy: join the part files of --budget-min")
+    ap.add_argument("--suffix", default="", help="accuracy: appended to the result name (e.g. _bucketfix), so that a "
+                    "rerun keeps the earlier file")
     ap.add_argument("--set", action="append", help="config override (repeatable)")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--child", choices=["speed", "memory"], help=argparse.SUPPRESS)
