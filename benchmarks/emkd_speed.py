@@ -1,16 +1,34 @@
-"""EMKD training speed on Beauty with the official settings (N 3, M 8, d 256, max_len 15, batch 256): times a few
-training batches of one epoch and extrapolates to the epoch's batch count, for item logits computed only at the
-masked positions (this library, `model.logits_at: masked`) and at every position (the official code's way,
-`model.logits_at: all`), side by side in the same run on the same batches.
+"""EMKD training speed on Beauty, two comparisons, each side by side in one run on the same batches.
+
+Default: item logits computed only at the masked positions (this library, `model.logits_at: masked`) vs at every
+position (the official code's way, `model.logits_at: all`), with the official settings (N 3, M 8, d 256, max_len 15,
+batch 256); a few training batches of one epoch timed and extrapolated to the epoch's batch count.
 
     python benchmarks/emkd_speed.py --batches 5 --threads 1          # CPU (a few minutes)
     python benchmarks/emkd_speed.py --full --device cuda             # a GPU: 30 batches each
 
 Writes benchmarks/results/emkd_speed_beauty_<device>.json.
+
+--fused: the members' CE + KD through the fused, chunked `seqrec.losses.ensemble_item_losses` (default) vs the
+dense path it replaced (`EMKD.fused_item_losses = False`: every member's [K, n_items] logits kept for autograd), at
+the configs/emkd/beauty.yaml settings with width --d (FFN 4d; default 64), one thread, CPU time (process time) of
+forward + loss, backward and Adam step per batch, the two paths interleaved batch by batch (alternating which goes
+first) on identical initial weights and the same batches and masks. Before that, the peak memory of each path in a
+fresh process per setting (its VmHWM, interpreter, torch and data included; also its peak before the first step) at
+d 64 and the official d 256, on the widest of the epoch's first batches. After it, a torch.profiler table of one
+fused step (top operators by self CPU time) and the step's matrix-product FLOPs (profiler count on the dense path,
+where every product is an mm/addmm/bmm) against the GEMM rate measured in the same run.
+
+    python benchmarks/emkd_speed.py --fused --batches 5 --threads 1  # ~10 min on one core
+
+Writes benchmarks/results/emkd_speed_fused_cpu.json.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,6 +78,241 @@ def time_mode(cfg, data, examples, batches, logits_at: str, device: torch.device
             "batch_widths": widths}
 
 
+# --- --fused: the fused, chunked item losses vs the dense path ------------------------------------------------------
+
+def load_beauty(config: str, overrides: list[str]):
+    """(cfg, data, training examples, the epoch-1 batches) of the EMKD config with these overrides."""
+    cfg = load_config(config, overrides)
+    data = load_dataset(cfg.data)
+    split = leave_one_out(data, cfg.data.short_users)
+    probe = build_model(cfg.model, DatasetInfo(data.n_items, data.attributes))
+    examples = build_examples(split, cfg.train.examples, probe.span_len, cfg.train.window_step, min_len=1)
+    batches = epoch_batches(examples.lengths, cfg.train.batch_size, cfg.train.seed, 1, cfg.train.bucket,
+                            cfg.train.bucket_factor)
+    return cfg, data, examples, batches
+
+
+def width_overrides(d: int, threads: int) -> list[str]:
+    return [f"model.d={d}", f"model.inner={4 * d}", f"train.threads={threads}"]
+
+
+def build(cfg, data, fused: bool):
+    torch.manual_seed(cfg.train.seed)                  # both paths start from the same weights
+    model = build_model(cfg.model, DatasetInfo(data.n_items, data.attributes))
+    model.fused_item_losses = fused
+    model.train()
+    return model, model.configure_optimizers(cfg.train)[0]
+
+
+def train_step(model, opt, batch, seed: int) -> tuple[float, dict]:
+    """CPU seconds of one training step (forward + loss, backward, Adam) and its loss terms."""
+    torch.manual_seed(seed)                            # the same views (masks) and dropout draws on both paths
+    t0 = time.process_time()
+    out = model.loss(batch)
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    opt.step()
+    return time.process_time() - t0, {k: float(v.detach()) for k, v in out.items()}
+
+
+class ItemLossClock:
+    """CPU seconds spent in EMKD's call of ensemble_item_losses (its forward does all the work: values and
+    gradients; its backward only scales them), to split a fused step into item losses and the rest."""
+
+    def __enter__(self):
+        import seqrec.models.emkd as emkd_module
+        self.module, self.original, self.seconds = emkd_module, emkd_module.ensemble_item_losses, 0.0
+
+        def timed(*args, **kwargs):
+            t0 = time.process_time()
+            try:
+                return self.original(*args, **kwargs)
+            finally:
+                self.seconds += time.process_time() - t0
+        emkd_module.ensemble_item_losses = timed
+        return self
+
+    def __exit__(self, *exc):
+        self.module.ensemble_item_losses = self.original
+
+
+def fused_vs_dense_speed(args, cfg, data, examples, batches) -> dict:
+    paths = {"dense": build(cfg, data, False), "fused": build(cfg, data, True)}
+    seconds = {k: [] for k in paths}
+    item_seconds = []                                    # fused: inside ensemble_item_losses
+    first_terms, widths = {}, []
+    for i, idx in enumerate(batches[: args.warmup + args.batches]):
+        batch = span_batch(data.items, examples, idx)
+        order = list(paths) if i % 2 == 0 else list(paths)[::-1]       # alternate which path runs first
+        for name in order:
+            with ItemLossClock() as clock:
+                dt, terms = train_step(*paths[name], batch, seed=cfg.train.seed + i)
+            if i == 0:
+                first_terms[name] = terms                # same weights and masks: the same loss terms
+            if i >= args.warmup:
+                seconds[name].append(round(dt, 3))
+                if name == "fused":
+                    item_seconds.append(round(clock.seconds, 3))
+        if i >= args.warmup:
+            widths.append(int(batch.items.shape[1]))
+        print(f"batch {i} (width {batch.items.shape[1]}): " + ", ".join(
+            f"{k} {seconds[k][-1] if i >= args.warmup else 'warm-up'}" for k in paths), flush=True)
+    mean = {k: float(np.mean(v)) for k, v in seconds.items()}
+    fused_items = float(np.mean(item_seconds))
+    rest = mean["fused"] - fused_items                  # encoders, attribute and contrastive terms, Adam
+    return {"cpu_seconds_per_step": {k: round(v, 3) for k, v in mean.items()},
+            "speedup_fused_over_dense": round(mean["dense"] / mean["fused"], 2),
+            "item_losses_cpu_seconds_per_step": {"fused (measured)": round(fused_items, 3),
+                                                 "dense (step minus the rest)": round(mean["dense"] - rest, 3)},
+            "rest_of_step_cpu_seconds": round(rest, 3),
+            "speedup_item_losses": round((mean["dense"] - rest) / fused_items, 2),
+            "step_cpu_seconds": seconds, "fused_item_loss_cpu_seconds": item_seconds, "batch_widths": widths,
+            "first_batch_loss_terms": first_terms}
+
+
+MEMORY_CHILD = r"""
+import json, resource, sys, time
+import torch
+args = json.loads(sys.argv[1])
+sys.path.insert(0, args["bench_dir"])
+torch.set_num_threads(args["threads"])
+from emkd_speed import build, load_beauty, train_step, width_overrides
+from seqrec.data.batch import span_batch
+cfg, data, examples, batches = load_beauty(args["config"], width_overrides(args["d"], args["threads"]) +
+                                           args["overrides"])
+widest = max(batches[: args["among"]], key=lambda idx: int(examples.lengths[idx].max()))
+model, opt = build(cfg, data, args["path"] != "dense")
+def peak_mb():
+    # VmHWM: this process's own peak RSS. (ru_maxrss of a child starts at its parent's peak on Linux: it is kept
+    # across fork and exec, so it reads at least the parent's size; recorded too, for comparison.)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out = {"peak_rss_before_steps_mb": peak_mb(), "step_cpu_seconds": []}
+for step in range(args["steps"]):
+    batch = span_batch(data.items, examples, widest)
+    dt, terms = train_step(model, opt, batch, seed=cfg.train.seed)
+    out["step_cpu_seconds"].append(round(dt, 2))
+out.update(width=int(batch.items.shape[1]), loss=terms["loss"], peak_rss_mb=peak_mb(),
+           ru_maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(json.dumps(out))
+"""
+
+MEMORY_SETTINGS = {              # name: (path, extra overrides)
+    "dense": ("dense", []),
+    "fused": ("fused", []),
+    "fused, recompute_encoders": ("fused", ["model.recompute_encoders=true"]),
+}
+
+
+def peak_memory(args) -> dict:
+    """Peak RSS of fresh processes: per width (64 and 256) each setting after --memory-steps steps on the widest of
+    the epoch's first 8 batches."""
+    runs = {}
+    for d in (64, 256):
+        for name, (path, extra) in MEMORY_SETTINGS.items():
+            spec = {"bench_dir": str(ROOT / "benchmarks"), "config": args.config, "d": d, "path": path,
+                    "overrides": extra, "threads": args.threads, "steps": args.memory_steps, "among": 8}
+            p = subprocess.run([sys.executable, "-c", MEMORY_CHILD, json.dumps(spec)], capture_output=True,
+                               text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+            if p.returncode != 0:
+                raise RuntimeError(f"memory child {d} {name} failed:\n{p.stderr[-3000:]}")
+            runs[f"d{d} {name}"] = json.loads(p.stdout.strip().splitlines()[-1])
+            print(f"d {d} {name}: {runs[f'd{d} {name}']}", flush=True)
+    return runs
+
+
+def gemm_gflops(repeats: int = 5) -> float:
+    """float32 matrix-product rate of this CPU now (one thread): [4096, 256] x [256, 1024], best of repeats."""
+    a, b = torch.randn(4096, 256), torch.randn(256, 1024)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.process_time()
+        for _ in range(10):
+            a @ b
+        best = min(best, (time.process_time() - t0) / 10)
+    return 2 * 4096 * 256 * 1024 / best / 1e9
+
+
+def profile_steps(cfg, data, examples, batches, top: int = 15) -> dict:
+    """One fused step under torch.profiler (operators by self CPU time, a share of the profiled total: the
+    profiler's clock is wall time, which the machine's load stretches, so shares rather than seconds), and the
+    matrix-product FLOPs of the same step on the dense path (there every product is an mm / addmm / bmm, which the
+    profiler counts; the fused path does the same products, partly as addmm_ which it does not count)."""
+    from torch.profiler import ProfilerActivity, profile
+    batch = span_batch(data.items, examples, batches[0])
+    result = {"batch_width": int(batch.items.shape[1])}
+    for name, fused in (("dense", False), ("fused", True)):
+        model, opt = build(cfg, data, fused)
+        train_step(model, opt, batch, seed=cfg.train.seed)           # warm-up (Adam state, allocator)
+        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+            cpu, _ = train_step(model, opt, batch, seed=cfg.train.seed + 1)
+        events = prof.key_averages()
+        if not fused:
+            result["matmul_gflop_per_step"] = round(sum(e.flops for e in events) / 1e9, 1)
+            continue
+        total = sum(e.self_cpu_time_total for e in events)
+        rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+        result["fused_step_cpu_seconds_profiled"] = round(cpu, 2)
+        result["fused_top_ops"] = [{"op": e.key, "calls": e.count,
+                                    "self_share": round(e.self_cpu_time_total / total, 3)} for e in rows]
+    return result
+
+
+def run_fused_comparison(args) -> None:
+    t_start = time.perf_counter()
+    load_start = list(os.getloadavg())
+    memory = peak_memory(args) if args.memory_steps > 0 else {}      # first, while this process is small
+    cfg, data, examples, batches = load_beauty(args.config, width_overrides(args.d, args.threads))
+    speed = fused_vs_dense_speed(args, cfg, data, examples, batches)
+    print(f"dense {speed['cpu_seconds_per_step']['dense']} s, fused {speed['cpu_seconds_per_step']['fused']} s "
+          f"per step: {speed['speedup_fused_over_dense']}x", flush=True)
+    rate_before = gemm_gflops()
+    prof = profile_steps(cfg, data, examples, batches)
+    rate_after = gemm_gflops()
+    rate = max(rate_before, rate_after)
+    floor = prof["matmul_gflop_per_step"] / rate
+    print(f"matmul {prof['matmul_gflop_per_step']} GFLOP/step at {rate:.0f} GFLOP/s = {floor:.2f} s", flush=True)
+    summary = {
+        "d": args.d, "batches_timed": args.batches,
+        "dense_cpu_seconds_per_step": speed["cpu_seconds_per_step"]["dense"],
+        "fused_cpu_seconds_per_step": speed["cpu_seconds_per_step"]["fused"],
+        "speedup_fused_over_dense": speed["speedup_fused_over_dense"],
+        "fused_item_losses_cpu_seconds": speed["item_losses_cpu_seconds_per_step"]["fused (measured)"],
+        "dense_item_losses_cpu_seconds": speed["item_losses_cpu_seconds_per_step"]["dense (step minus the rest)"],
+        "speedup_item_losses": speed["speedup_item_losses"],
+        "rest_of_step_cpu_seconds": speed["rest_of_step_cpu_seconds"],
+        "matmul_gflop_per_step": prof["matmul_gflop_per_step"], "gemm_gflops_measured": round(rate, 1),
+        "matmul_floor_cpu_seconds": round(floor, 2),
+        **{f"peak_rss_mb {k}": round(v["peak_rss_mb"]) for k, v in memory.items()},
+    }
+    result = {
+        "kind": "speed", "name": "emkd_speed_fused_cpu",
+        "description": ("EMKD training step on Beauty (configs/emkd/beauty.yaml: N 3, M 8, max_len 15, batch 256), "
+                        "members' CE + KD fused in row chunks (seqrec.losses.ensemble_item_losses) vs the dense "
+                        "path: CPU time per step side by side (interleaved, same weights, batches and masks), peak "
+                        "RSS per path in fresh processes at d 64 and d 256, a profile of the fused step and its "
+                        "matrix-product FLOPs against the measured GEMM rate."),
+        "summary": summary, "speed": speed, "memory": memory, "profile": prof,
+        "gemm_gflops": {"before_profile": round(rate_before, 1), "after_profile": round(rate_after, 1)},
+        "load_average_at_start": load_start,
+        **provenance(torch.get_num_threads(), "cpu"),
+        "config": cfg.to_dict(),
+        "protocol": {"what": "training step CPU time (process time: forward + loss, backward, Adam step), no "
+                             "evaluation", "batches": "the first batches of epoch 1 (seeded, length-bucketed)",
+                     "warmup": args.warmup, "order": "dense and fused interleaved per batch, alternating first",
+                     "memory": f"fresh process per setting (started before this one loads anything), "
+                               f"{args.memory_steps} steps on the widest of the first 8 batches, peak RSS = VmHWM "
+                               "(the child's ru_maxrss includes its parent's peak on Linux)"},
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+    }
+    out = Path(args.out) if args.out else ROOT / "benchmarks/results" / "emkd_speed_fused_cpu.json"
+    atomic_write_json(out, result)
+    print(f"wrote {out}")
+
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs/emkd/beauty.yaml"))
@@ -69,10 +322,17 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--full", action="store_true", help="30 timed batches per mode (for a GPU)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--fused", action="store_true", help="fused vs dense item losses (see above), CPU")
+    ap.add_argument("--d", type=int, default=64, help="--fused: model width of the speed comparison (FFN 4d)")
+    ap.add_argument("--memory-steps", type=int, default=2,
+                    help="--fused: steps per peak-memory process (0: no memory measurement)")
     args = ap.parse_args()
     if args.full:
         args.batches = 30
     torch.set_num_threads(args.threads)
+    if args.fused:
+        run_fused_comparison(args)
+        return
     device = torch.device(args.device)
     cfg = load_config(args.config, [f"train.threads={args.threads}"])
     data = load_dataset(cfg.data)

@@ -95,6 +95,7 @@ def make_data(n_users: int, n_items: int, seed: int = 0):
     import numpy as np
 
     from seqrec.data.dataset import InteractionData
+    from seqrec.data.vocab import Vocabulary
     rng = np.random.default_rng(seed)
     lengths = np.minimum(5 + rng.geometric(1 / 6, size=n_users) - 1, 50).astype(np.int64)
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
@@ -107,7 +108,8 @@ def make_data(n_users: int, n_items: int, seed: int = 0):
     home = rng.integers(0, n_items, size=n_users)
     local = (home[user] + 3 * pos + rng.integers(0, 5, size=total)) % n_items
     items = np.where(rng.random(total) < 0.5, popular, local) + 1
-    return InteractionData("synthetic_large", items.astype(np.int64), offsets, np.arange(n_users), int(n_items))
+    return InteractionData("synthetic_large", items.astype(np.int64), offsets, Vocabulary.identity(int(n_items)),
+                           Vocabulary.identity(n_users, "user"))
 
 
 def run_child(spec: dict, timeout: float) -> dict:

@@ -58,3 +58,22 @@ def hand_split(sequences: list[list[int]], n_items: int | None = None):
     from seqrec.data.dataset import InteractionData, leave_one_out
     return leave_one_out(InteractionData.from_sequences("hand", [np.asarray(s) for s in sequences],
                                                         n_items=n_items))
+
+
+def event_log(n_users: int = 200, n_items: int = 60, seed: int = 0):
+    """The tiny synthetic data as a raw event log, the way people's own data look: a pandas DataFrame with columns
+    user_id ('u0', 'u1', ...), item_id ('sku-0007', ... : strings) and timestamp, rows in random order (each user's
+    timestamps distinct and increasing along its synthetic sequence). Returns (frame, {user: items in time order})."""
+    import pandas as pd
+    from seqrec.data.synthetic import make_synthetic
+    data = make_synthetic(n_users=n_users, n_items=n_items)
+    rng = np.random.default_rng(seed)
+    histories, rows = {}, []
+    for u in range(data.n_users):
+        items = [f"sku-{int(i):04d}" for i in data.sequence(u)]
+        times = np.sort(rng.choice(10**6, size=len(items), replace=False))
+        histories[f"u{u}"] = items
+        rows += [(f"u{u}", item, int(t)) for item, t in zip(items, times)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    frame = frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
+    return frame, histories

@@ -47,7 +47,7 @@ def hand():
 
 def test_hand_split_train_parts(hand):
     assert [train_items(hand, u) for u in range(4)] == [[10, 11, 12, 13, 14, 15], [20, 21], [30], [40, 41]]
-    assert hand.eval_users.tolist() == [0, 1, 2]
+    assert hand.users("test").tolist() == [0, 1, 2]
 
 
 def test_sequence_examples_exact(hand):
@@ -160,7 +160,7 @@ def test_span_and_history_batches(hand):
     assert b.items.tolist() == [[40, 41, 0], [10, 11, 12], [30, 0, 0]]
     assert b.lengths.tolist() == [2, 3, 1]
     starts, lengths, _ = hand.eval_inputs("test")
-    h = history_batch(hand.data.items, starts, lengths, max_len=4, users=hand.eval_users)
+    h = history_batch(hand.data.items, starts, lengths, max_len=4, users=hand.users("test"))
     assert h.items.tolist() == [[13, 14, 15, 16], [20, 21, 22, 0], [30, 31, 0, 0]]
     assert h.lengths.tolist() == [4, 3, 2]
     assert h.users.tolist() == [0, 1, 2]

@@ -107,3 +107,28 @@ def test_losses_divide_their_sum_by_the_norm():
     per_item = torch.logsumexp(q @ emb[1:].T, 1) - q @ emb[1:].mean(0)
     torch.testing.assert_close(ted_loss(items, q, emb[1:], Teacher(), 1.0, norm=11.0), per_item.sum() / 11.0)
     torch.testing.assert_close(ted_loss(items, q, emb[1:], Teacher(), 1.0), per_item.mean())
+
+
+def test_emkd_divides_by_expected_counts_in_bucketed_batches():
+    """EMKD masks inside the model: a bucketed batch (token_norm set) divides each view's CE by mask_prob x the
+    expected input tokens; a batch's own counts otherwise. Equal when the batch holds exactly the expected tokens."""
+    from seqrec.config import load_config
+    from seqrec.data.batch import Batch
+    from seqrec.models import DatasetInfo, build_model
+    cfg = load_config(None, ["model.name=emkd", "model.d=16", "model.layers=1", "model.heads=1", "model.inner=32",
+                             "model.max_len=10", "model.n_networks=2", "model.n_views=2", "model.mask_prob=0.5",
+                             "model.dropout=0.0", "model.attn_dropout=0.0", "model.attr_weight=0.0"])
+    model = build_model(cfg.model, DatasetInfo(30, None))
+    items = torch.randint(1, 31, (6, 10))
+    lengths = torch.full((6,), 10)
+    batch = Batch(items, lengths)
+    torch.manual_seed(0)
+    own = model.loss(batch)["ce"]
+    torch.manual_seed(0)
+    rows_times_tokens = Batch(items, lengths, token_norm=60.0)        # 6 rows x 10 tokens
+    expected = model.loss(rows_times_tokens)["ce"]
+    torch.manual_seed(0)
+    doubled = model.loss(Batch(items, lengths, token_norm=120.0))["ce"]
+    # the draws were the same (same seed); the own count of each view is ~ 0.5 x 60
+    assert abs(float(expected) / float(own) - 1) < 0.35
+    torch.testing.assert_close(doubled, expected / 2)

@@ -132,7 +132,8 @@ def test_error_bad_set(tmp_path, capsys):
 
 def test_error_bad_history_token(trained, capsys):
     assert_user_error(*run(capsys, "recommend", trained / "best.pt", "--history", "1 x 3"), "'x'", "--history")
-    assert_user_error(*run(capsys, "recommend", trained / "best.pt", "--history", "1 999"), "999", "1..60")
+    assert_user_error(*run(capsys, "recommend", trained / "best.pt", "--history", "1 999"), "unknown item id '999'",
+                      "60 items")
 
 
 def test_error_missing_checkpoint(tmp_path, capsys):

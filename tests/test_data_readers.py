@@ -85,13 +85,13 @@ def test_s3rec_sparse_item_ids_are_remapped(tmp_path):
     write(tmp_path / "Big_item2attributes.json", json.dumps({"1000000000": [2], "7": [1], "99": [3]}))
     data = read_s3rec(path, tmp_path / "Big_item2attributes.json")
     assert sequences(data) == [[3, 1, 4], [1, 3], [2]] and data.n_items == 4
-    assert data.item_map.tolist() == [0, 5, 7, 1000000000, 3000000000]
+    assert data.item_vocab.originals.tolist() == [5, 7, 1000000000, 3000000000]
     assert data.attributes.offsets.tolist() == [0, 0, 0, 1, 2, 2, 2]      # item 99 is not in the data: ignored
     assert data.attributes.ids.tolist() == [1, 2]
-    assert any("item ids are remapped to 1..4 (original ids 5..3000000000)" in n for n in check_dataset(path))
+    assert any("item ids are remapped to 1..4 internally (original ids 5..3000000000)" in n for n in check_dataset(path))
     # dense ids and moderate gaps (Taobao) are kept exactly as they are
     gaps = read_s3rec(write(tmp_path / "Gaps.txt", "1 1 1000000\n2 3 1\n"))
-    assert gaps.n_items == 1000000 and not hasattr(gaps, "item_map")
+    assert gaps.n_items == 1000000 and gaps.item_vocab.is_identity
 
 
 def test_s3rec_ids_beyond_int64_are_one_line_errors(tmp_path):
@@ -128,10 +128,10 @@ STABLE_CSV = "user_id,item_id,timestamp\n7,30,5\n7,10,1\n8,20,3\n7,20,5\n7,40,1\
 def test_csv_sorted_stably_by_time_and_remapped(tmp_path):
     data = read_table(write(tmp_path / "t.csv", STABLE_CSV), "csv")
     # items numbered in order of first appearance in the file: 30->1, 10->2, 20->3, 40->4
-    assert data.item_map.tolist() == [0, 30, 10, 20, 40]
+    assert data.item_vocab.originals.tolist() == [30, 10, 20, 40]
     # user 7 sorted by time, ties (t=1: 10 then 40; t=5: 30 then 20) in file order
     assert sequences(data) == [[2, 4, 1, 3], [3]]
-    assert data.user_ids.tolist() == [7, 8] and data.user_map.tolist() == [7, 8]
+    assert data.user_ids.tolist() == [7, 8] and data.user_vocab.originals.tolist() == [7, 8]
     assert data.n_items == 4 and data.name == "t"
 
 
@@ -143,9 +143,9 @@ def test_csv_without_time_column_keeps_file_order(tmp_path):
 def test_tsv_and_iso_timestamps(tmp_path):
     text = "user\titem\twhen\nu\tb\t2021-01-02T00:00:00\nu\ta\t2021-01-01T00:00:00\n"
     data = read_table(write(tmp_path / "t.tsv", text), "tsv", "user", "item", "when")
-    assert data.item_map.tolist() == ["", "b", "a"]          # string ids stay strings
+    assert data.item_vocab.originals.tolist() == ["b", "a"]          # string ids stay strings
     assert sequences(data) == [[2, 1]]
-    assert data.user_ids.tolist() == [1] and data.user_map.tolist() == ["u"]
+    assert data.user_ids.tolist() == ["u"]
 
 
 def test_inter_typed_header_and_string_ids(tmp_path):
@@ -153,13 +153,12 @@ def test_inter_typed_header_and_string_ids(tmp_path):
             "A\tx\t5\t300\nB\ty\t3\t100\nA\ty\t4\t100\n")
     data = read_inter(write(tmp_path / "toy.inter", text))
     assert sequences(data) == [[2, 1], [2]]
-    assert data.item_map.tolist() == ["", "x", "y"] and data.user_map.tolist() == ["A", "B"]
-    assert data.user_ids.tolist() == [1, 2]
+    assert data.item_vocab.originals.tolist() == ["x", "y"] and data.user_ids.tolist() == ["A", "B"]
 
 
 def test_leading_zero_ids_stay_distinct(tmp_path):
     data = read_table(write(tmp_path / "t.csv", "user_id,item_id\n1,07\n1,7\n"), "csv", time_col=None)
-    assert data.item_map.tolist() == ["", "07", "7"] and data.n_items == 2
+    assert data.item_vocab.originals.tolist() == ["07", "7"] and data.n_items == 2
 
 
 KCORE_CSV = ("user_id,item_id,timestamp\n"
@@ -170,8 +169,8 @@ def test_k_core_is_iterative(tmp_path):
     # k=2. Pass 1 drops u4 (1 row) and item d (1 row). Then u3 has only (u3,a) and c only (u1,c): pass 2 drops
     # them. Left: u1 a b, u2 a b, stable. A single pass would have kept u3 and c.
     data = read_table(write(tmp_path / "k.csv", KCORE_CSV), "csv", k_core=2)
-    assert data.user_map.tolist() == ["u1", "u2"]
-    assert data.item_map.tolist() == ["", "a", "b"]
+    assert data.user_ids.tolist() == ["u1", "u2"]
+    assert data.item_vocab.originals.tolist() == ["a", "b"]
     assert sequences(data) == [[1, 2], [1, 2]]
     # k=0 and 1 keep everything
     assert read_table(tmp_path / "k.csv", "csv", k_core=1).n_users == 4
@@ -224,7 +223,7 @@ def test_parquet(tmp_path):
         return
     pd.DataFrame({"user_id": [7, 7, 8], "item_id": [30, 10, 30], "timestamp": [2, 1, 0]}).to_parquet(path)
     data = read_data_file(path, time_col="timestamp")
-    assert sequences(data) == [[2, 1], [1]] and data.item_map.tolist() == [0, 30, 10]
+    assert sequences(data) == [[2, 1], [1]] and data.item_vocab.originals.tolist() == [30, 10]
     raises(["t.parquet", "missing column 'ts'", "user_id"], read_table, path, "parquet", time_col="ts")
     pd.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "NaN"], "timestamp": [1, 2]}).to_parquet(path)
     raises(["t.parquet", "row 2", "'item_id'", "'NaN'", "missing"], read_table, path, "parquet")
@@ -396,3 +395,20 @@ def test_beauty_stats():
     assert (stats["users"], stats["items"], stats["interactions"]) == (22363, 12101, 198502)
     assert stats["n_attributes"] == 637 and stats["users_with_repeats"] == 0
     assert "22,363 users, 12,101 items, 198,502 interactions" in check_dataset(path)[0]
+
+
+def test_iso_times_without_zone_are_utc_whatever_the_machine_zone(tmp_path, monkeypatch):
+    """A zone-less ISO date-time is UTC (as pandas reads naive Parquet datetimes): the same file gives the same
+    times under any TZ."""
+    import time
+    from seqrec.data.readers import _parse_time
+    got = {}
+    for tz in ("UTC", "Asia/Tokyo", "America/New_York"):
+        monkeypatch.setenv("TZ", tz)
+        time.tzset()
+        got[tz] = (_parse_time("2020-01-02T03:04:05"), _parse_time("2020-01-02T03:04:05+09:00"))
+    monkeypatch.delenv("TZ")
+    time.tzset()
+    assert got["UTC"] == got["Asia/Tokyo"] == got["America/New_York"]
+    assert got["UTC"][0] == 1577934245.0                      # hand-computed: 2020-01-02 03:04:05 UTC
+    assert got["UTC"][1] == 1577934245.0 - 9 * 3600

@@ -61,7 +61,7 @@ def naive_evaluate(table: torch.Tensor, split, which: str, exclude: str, history
     """Per user, in plain Python: history, target, excluded items, rank, metrics."""
     data = split.data
     ranks = []
-    for u in split.eval_users:
+    for u in split.users(which):
         seq = data.sequence(int(u)).tolist()
         history = seq[:-2] if which == "valid" else seq[:-1]
         target = seq[len(history)]
@@ -149,7 +149,7 @@ def test_evaluate_matches_naive_loop_on_synthetic(synthetic_split, exclude, whic
     model = FixedScores(table, history_len=4)
     res = evaluate(model, split, which, exclude, KS, batch_size=37, return_ranks=True)
     want, want_ranks = naive_evaluate(table, split, which, exclude, 4, KS)
-    assert res["users"] == len(split.eval_users)
+    assert res["users"] == len(split.users("test"))
     assert res["ranks"].tolist() == want_ranks
     assert_metrics_equal(res["metrics"], want)
     # the history windows given to the model are only as wide as the batch needs, at most history_len
@@ -171,7 +171,7 @@ def hand_made():
 @pytest.mark.parametrize("exclude", ["none", "window", "history"])
 def test_exclusion_modes_on_hand_made_split(exclude):
     split = hand_made()
-    assert split.eval_users.tolist() == [0, 1, 2]
+    assert split.users("test").tolist() == [0, 1, 2]
     table = torch.rand(4, 10, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     # every test target gets the top score: it is ranked 0 unless it is excluded
     for u, t in ((0, 7), (1, 5), (2, 3)):

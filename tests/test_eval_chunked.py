@@ -172,7 +172,7 @@ def test_topk_chunked_equals_full_sort_with_ties(synthetic_split, exclude):
     n = split.n_items
     table = integer_scores(split.data.n_users, n, high=4, seed=3)
     starts, lengths, _ = split.eval_inputs("test")
-    users = split.eval_users[:50]
+    users = split.users("test")[:50]
     flat = split.data.items
     model = ChunkedFixedScores(table, 4)
     batch = history_batch(flat, starts[:50], lengths[:50], 4, users)
@@ -205,8 +205,8 @@ def test_topk_tie_order_by_hand():
 def test_recommender_uses_chunks(synthetic_split):
     from seqrec.serve.recommender import Recommender
     model = real_model("sasrec", n_items=synthetic_split.n_items)
-    full = Recommender(model, model.n_items)
-    chunked = Recommender(model, model.n_items, item_chunk=7)
+    full = Recommender(model)                       # no vocabulary: identity, ids are internal
+    chunked = Recommender(model, item_chunk=7)
     for h in ([3, 5, 8], [1], list(range(1, 30))):
         for ex in (False, True):
             a, b = full.recommend(h, 10, ex), chunked.recommend(h, 10, ex)

@@ -120,6 +120,15 @@ def test_early_stopping_restores_best_weights(synthetic, tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(last.state_dict().values(), model.state_dict().values()))
 
 
+def test_run_that_never_validates_still_writes_best_pt(synthetic, tmp_path):
+    # eval_start after the last epoch: the last weights are the result's, and best.pt must hold them
+    result = train(tiny_config("train.max_epochs=1", "train.eval_start=3"), tmp_path, quiet=True, data=synthetic)
+    assert result["best_epoch"] == 1
+    best, _, _ = model_from_checkpoint(tmp_path / "best.pt")
+    last, _, _ = model_from_checkpoint(tmp_path / "last.pt")
+    assert all(torch.equal(a, b) for a, b in zip(best.state_dict().values(), last.state_dict().values()))
+
+
 def test_time_budget_stops_with_time_budget(synthetic, tmp_path, monkeypatch):
     # a fake clock: every look at the elapsed time advances it by one second; an epoch has ~39 batches
     clock = {"t": 0.0}

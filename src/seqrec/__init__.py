@@ -15,3 +15,7 @@ def _load_models() -> None:
 
 
 _config.set_model_loader(_load_models)
+
+from seqrec.api import SeqRec  # noqa: E402  (the Python API; light: torch is imported on first use)
+
+__all__ = ["SeqRec", "__version__"]

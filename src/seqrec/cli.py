@@ -1,4 +1,4 @@
-"""Command line: `seqrec train | evaluate | recommend | data stats | data check | results`.
+"""Command line: `seqrec train | evaluate | recommend | data stats | data check | results | plot | export`.
 
 Thin: parses arguments, builds the config, calls the library. User errors (SeqrecError) print one line and exit 2.
 """
@@ -10,9 +10,10 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from seqrec.errors import SeqrecError
+from seqrec.errors import SeqrecError, SeqrecWarning
 
 # `seqrec train` without --config: SASRec on the embedded synthetic dataset (under a minute on 2 CPU cores: one thread, see train.threads)
 DEFAULT_CONFIG = str(Path(__file__).resolve().parent / "configs" / "default.yaml")
@@ -104,25 +105,24 @@ def _add_evaluate(sub) -> None:
 
 def cmd_evaluate(args) -> int:
     from seqrec.config import apply_overrides, config_from_dict
-    from seqrec.data.dataset import leave_one_out
-    from seqrec.data.loading import load_dataset
+    from seqrec.data.loading import load_dataset, make_split
     from seqrec.eval.evaluator import evaluate
-    from seqrec.train.checkpoint import model_from_checkpoint
+    from seqrec.train.checkpoint import check_same_data, model_from_checkpoint
     model, cfg, ckpt = model_from_checkpoint(args.checkpoint)
     if args.overrides:
         cfg = config_from_dict(apply_overrides(cfg.to_dict(), args.overrides))
     data = load_dataset(cfg.data)
-    if data.n_items > model.n_items:
-        raise SeqrecError(f"{args.checkpoint}: the model knows items 1..{model.n_items} but the data has "
-                          f"{data.n_items}; evaluate on the dataset it was trained on")
-    split = leave_one_out(data, cfg.data.short_users)
+    check_same_data(ckpt, args.checkpoint, data, "evaluate")      # by fingerprint, before any scoring
+    split = make_split(data, cfg.data)
     exclude = args.exclude or cfg.eval.exclude
     res = evaluate(model, split, args.split, exclude, cfg.eval.ks, cfg.eval.batch_size,
                    item_chunk=cfg.eval.item_chunk)
     if args.json:
-        print(json.dumps({"split": args.split, "exclude": exclude, "users": res["users"], "metrics": res["metrics"]}))
+        print(json.dumps({"split": args.split, "exclude": exclude, "users": res["users"], "metrics": res["metrics"],
+                          "protocol": split.protocol}))
     else:
-        print(f"{cfg.model.name} on {data.name}, {args.split}, exclude={exclude}, {res['users']} users, "
+        print(f"{cfg.model.name} on {data.name}, {args.split} ({split.protocol['split']} split), "
+              f"exclude={exclude}, {res['users']} users, "
               f"{res['seconds']:.1f}s")
         for k, v in res["metrics"].items():
             print(f"  {k:<8} {v:.4f}")
@@ -130,24 +130,50 @@ def cmd_evaluate(args) -> int:
 
 
 def _add_recommend(sub) -> None:
-    p = sub.add_parser("recommend", help="top-k items for a history")
+    p = sub.add_parser("recommend", help="top-k items for a history, or for users of the data into a file",
+                       description="Top-k items for one history (--history), or for every user of the checkpoint's "
+                                   "data or those listed in a file (--users all|FILE --out FILE: batch inference, "
+                                   "seqrec.serve.batch).")
     p.add_argument("checkpoint")
-    p.add_argument("--history", required=True, help='item ids, oldest first, e.g. "12 7 93"')
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--history", help='item ids as in the training data (the checkpoint keeps them), oldest '
+                      'first, separated by spaces or commas, e.g. "12 7 93" or "B00X,B01Y"')
+    what.add_argument("--users", metavar="all|FILE",
+                      help="'all' (every user of the data the checkpoint names) or a file of original user ids, one "
+                           "per line; each user's input is their whole history; needs --out")
     p.add_argument("-k", type=int, default=10, help="number of items")
     p.add_argument("--exclude-history", action="store_true", help="do not recommend items of the history")
+    p.add_argument("--skip-unknown", action="store_true",
+                   help="drop ids the model does not know, with a warning (default: an error naming the id)")
     p.add_argument("--json", action="store_true")
+    batch = p.add_argument_group("with --users")
+    batch.add_argument("--out", "-o", help="output file: .parquet, .csv or .jsonl (the format is the suffix's); "
+                       "rows user, item, rank, score with original ids; written atomically")
+    batch.add_argument("--include-seen", action="store_true",
+                       help="also recommend items the user has interacted with (default: excluded)")
+    batch.add_argument("--batch-size", type=int, default=None, help="users scored at a time (default 512)")
+    batch.add_argument("--item-chunk", type=int, default=None,
+                       help="items scored at a time; memory ~ batch-size x item-chunk x 4 bytes (default 65536; "
+                            "0 = all at once)")
+    batch.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def cmd_recommend(args) -> int:
     from seqrec.serve import Recommender
-    tokens = args.history.replace(",", " ").split()
-    try:
-        history = [int(t) for t in tokens]
-    except ValueError:
-        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-        raise SeqrecError(f"--history: {bad!r} is not an integer item id") from None
+    if args.users is not None:
+        return cmd_recommend_users(args)
+    batch_only = [flag for flag, given in (("--out", args.out is not None), ("--include-seen", args.include_seen),
+                                          ("--batch-size", args.batch_size is not None),
+                                          ("--item-chunk", args.item_chunk is not None),
+                                          ("--overwrite", args.overwrite)) if given]
+    if batch_only:
+        raise SeqrecError(f"{batch_only[0]}: applies to --users (batch inference) only, not to --history")
+    history = args.history.replace(",", " ").split()      # original ids: '1004' matches int 1004, 'B00X' a string
+    if not history:
+        raise SeqrecError("--history: expected at least one item id")
     rec = Recommender.from_checkpoint(args.checkpoint)
-    top = rec.recommend(history, args.k, args.exclude_history)
+    top = rec.recommend(history, args.k, args.exclude_history, unknown="skip" if args.skip_unknown else "error",
+                        source="--history")
     if args.json:
         print(json.dumps([{"item": i, "score": s} for i, s in top]))
     else:
@@ -156,22 +182,93 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def cmd_recommend_users(args) -> int:
+    """`seqrec recommend CKPT --users all|FILE --out FILE`: the options and --out are checked before any work."""
+    from seqrec.serve.batch import BATCH_USERS, ITEM_CHUNK, check_output, load_batch_inputs, write_recommendations
+    if args.out is None:
+        raise SeqrecError("--users: needs --out, the file to write (.parquet, .csv or .jsonl)")
+    if args.json:
+        raise SeqrecError("--json: applies to --history only; with --users the format is --out's suffix")
+    out = Path(args.out)
+    check_output(out, args.overwrite)
+    batch_size = BATCH_USERS if args.batch_size is None else args.batch_size
+    item_chunk = ITEM_CHUNK if args.item_chunk is None else args.item_chunk
+    for flag, value, least in (("-k", args.k, 1), ("--batch-size", batch_size, 1), ("--item-chunk", item_chunk, 0)):
+        if value < least:
+            raise SeqrecError(f"{flag}: expected an integer >= {least}, got {value}")
+    rec, data, rows = load_batch_inputs(args.checkpoint, args.users)
+    rec.item_chunk = item_chunk
+    t0 = time.perf_counter()
+    n = write_recommendations(rec, data, out, k=args.k, exclude_seen=not args.include_seen,
+                              batch_size=batch_size, overwrite=args.overwrite, rows=rows)
+    print(f"wrote {n:,} recommendations for {len(rows):,} users to {out} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
 def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="JSON HTTP service: GET /recommend?history=1,2,3&k=10, POST /recommend")
-    p.add_argument("checkpoint")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p = sub.add_parser("serve", help="HTTP service (FastAPI on uvicorn): GET /recommend?history=1,2,3&k=10, "
+                       "POST /recommend, /health, /ready, /metrics, /docs",
+                       description="Serve a checkpoint over HTTP (seqrec.serve.app): concurrent requests are scored "
+                                   "in micro-batches; every bad request gets a JSON error.")
+    p.add_argument("checkpoint", help="a checkpoint (best.pt), or with --backend onnx a file from seqrec export")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model copy and "
+                   "one scoring thread (default 1)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="scoring with PyTorch (default) "
+                   "or onnxruntime")
+    p.add_argument("--max-batch", type=int, default=256, help="most histories scored in one call, and in one "
+                   "request (default 256)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="longest a request waits for others to join "
+                   "its batch (default 2)")
+    p.add_argument("--max-k", type=int, default=1000, help="largest k accepted (default 1000; never more than "
+                   "the model's items)")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body (default "
+                   "1000000); a larger one gets 413")
+    p.add_argument("--read-timeout-s", type=float, default=10.0, help="a request body must arrive within this "
+                   "(default 10); else 408")
+    p.add_argument("--keep-alive-s", type=float, default=5.0, help="idle keep-alive connections are closed "
+                   "after this (default 5)")
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
+                   help="log one line per request (default off)")
 
 
 def cmd_serve(args) -> int:
-    from seqrec.serve import Recommender
-    from seqrec.serve.http import make_server
-    server = make_server(Recommender.from_checkpoint(args.checkpoint), args.host, args.port)
-    print(f"serving {args.checkpoint} on http://{args.host}:{server.server_port} (Ctrl-C to stop)", flush=True)
     try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+        from seqrec.serve.server import serve
+    except ImportError as e:        # fastapi, uvicorn, prometheus-client are the `serve` extra
+        raise SeqrecError(f"seqrec serve needs {e.name or 'its dependencies'}: pip install 'seqrec[serve]'") from None
+    serve(args.checkpoint, host=args.host, port=args.port, workers=args.workers, backend=args.backend,
+          access_log=args.access_log, keep_alive_s=args.keep_alive_s,
+          announce=lambda line: print(line, flush=True),
+          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_k=args.max_k,
+          max_body_bytes=args.max_body_bytes, read_timeout_s=args.read_timeout_s)
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export the scoring graph (histories in, top-k items and scores out) to ONNX",
+                       description="Export a checkpoint's scoring graph to ONNX for onnxruntime (seqrec.serve.export): "
+                                   "inputs items int64 [batch, length <= history_len] (right-padded internal ids) and "
+                                   "exclude int64 [batch, n]; outputs item_ids int64 and scores float32 [batch, k]; "
+                                   "dynamic batch and length; metadata (model, n_items, history_len, k, item "
+                                   "vocabulary) in the file. Checked against PyTorch with onnxruntime before writing.")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", default="onnx", help="onnx (the only format)")
+    p.add_argument("--out", "-o", help="output file (default: the checkpoint's path with suffix .onnx)")
+    p.add_argument("-k", type=int, default=100, help="items per history the graph returns (capped at the model's "
+                   "item count); a caller may take fewer (default 100)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+
+def cmd_export(args) -> int:
+    from seqrec.serve.export import export_checkpoint
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    t0 = time.perf_counter()
+    meta = export_checkpoint(args.checkpoint, out, args.format, args.k, args.overwrite)
+    print(f"wrote {out} ({meta['seqrec.model']}, {meta['seqrec.n_items']} items, history_len "
+          f"{meta['seqrec.history_len']}, top-{meta['seqrec.k']}; checked against PyTorch with onnxruntime; "
+          f"{time.perf_counter() - t0:.1f} s)")
     return 0
 
 
@@ -228,23 +325,43 @@ def _add_results(sub) -> None:
     p = sub.add_parser("results", help="regenerate RESULTS.md from benchmarks/results/*.json")
     p.add_argument("--results", default="benchmarks/results", help="folder of result files")
     p.add_argument("--out", default="RESULTS.md")
+    p.add_argument("--chart", metavar="IMAGE", help="also draw test NDCG@10 and HR@10 of every result as a bar "
+                   "chart to IMAGE (.png, .pdf, .svg; needs pip install 'seqrec[plot]')")
 
 
 def cmd_results(args) -> int:
-    from seqrec.results import write_results_md
+    from seqrec.results import load_results, write_results_md
+    if args.chart:          # drawn first: a missing matplotlib stops before anything is written
+        from seqrec.plots import results_chart, save_figure
+        save_figure(results_chart(load_results(args.results)), args.chart)
     n = write_results_md(args.results, args.out)
-    print(f"wrote {args.out} from {n} result files")
+    print(f"wrote {args.out} from {n} result files" + (f", and {args.chart}" if args.chart else ""))
+    return 0
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="draw training curves of run folders (needs pip install 'seqrec[plot]')",
+                       description="One subplot per loss term and validation metric per epoch (from each "
+                                   "RUN_DIR/metrics.jsonl), the runs overlaid.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by seqrec train --out")
+    p.add_argument("--out", "-o", default="curves.png", help="image file: .png, .pdf, .svg (default curves.png)")
+
+
+def cmd_plot(args) -> int:
+    from seqrec.plots import save_figure, training_curves
+    save_figure(training_curves(args.run_dirs), args.out)
+    print(f"wrote {args.out}")
     return 0
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend, "data": cmd_data,
-            "results": cmd_results, "serve": cmd_serve}
+            "results": cmd_results, "serve": cmd_serve, "plot": cmd_plot, "export": cmd_export}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqrec", description="Sequential recommendation: train, evaluate, serve.")
     sub = parser.add_subparsers(dest="command")
-    for add in (_add_train, _add_evaluate, _add_recommend, _add_serve, _add_data, _add_results):
+    for add in (_add_train, _add_evaluate, _add_recommend, _add_serve, _add_export, _add_data, _add_results, _add_plot):
         add(sub)
     return parser
 
@@ -256,7 +373,17 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["train", *(argv or [])])
     args.argv = list(sys.argv[1:] if argv is None else argv)    # the command line recorded in result.json
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            python_format = warnings.showwarning
+
+            def show(message, category, *rest, **kw):    # SeqrecWarnings are for the user: one line, as errors
+                if issubclass(category, SeqrecWarning):
+                    print(f"seqrec: warning: {message}", file=sys.stderr)
+                else:
+                    python_format(message, category, *rest, **kw)
+            warnings.showwarning = show
+            warnings.simplefilter("always", SeqrecWarning)
+            return COMMANDS[args.command](args)
     except SeqrecError as e:
         print(f"seqrec: error: {e}", file=sys.stderr)
         return 2

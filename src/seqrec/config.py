@@ -13,6 +13,7 @@ installed by the `seqrec` package (`set_model_loader`), which imports `seqrec.mo
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -27,6 +28,7 @@ from seqrec.errors import ConfigError
 EXCLUDE_MODES = ("none", "window", "history")
 EXAMPLE_MODES = ("sequence", "prefix", "windows")
 SHORT_USER_POLICIES = ("error", "drop", "train_only")
+SPLITS = ("loo", "temporal")
 OPTIMIZERS = ("adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("constant", "linear", "cosine")
@@ -73,7 +75,28 @@ class DataConfig:
     """Iteratively drop users and items with fewer than k interactions (0 = off). Raw tables only."""
     short_users: str = "train_only"
     """Users with fewer than 3 interactions cannot give a train/valid/test split: 'error' stops,
-    'drop' removes them (reported), 'train_only' keeps their items for training but does not evaluate them."""
+    'drop' removes them (reported), 'train_only' keeps their items for training but does not evaluate them.
+    Leave-one-out only (data.split=loo)."""
+    split: str = "loo"
+    """How interactions become training items and evaluation targets (docs/protocol.md, "Split"):
+    'loo' leave-one-out per user (last item = test target, second-to-last = validation target);
+    'temporal' a global time split: training items are the interactions before the validation cut, a user's
+    validation / test target is its first interaction at or after the validation / test cut (validation targets
+    before the test cut), its history everything before that; users with no interaction before their target are
+    not evaluated (counted in the result's protocol). Needs timestamps: a table read with data.time_col (S3-Rec
+    text files and the synthetic data have none)."""
+    valid_time_quantile: float = 0.8
+    """data.split=temporal: the validation cut is this quantile of all interaction times (0 < q < 1; numpy's
+    linearly interpolated quantile, so a fraction q of the interactions is before it), unless data.valid_time
+    is set."""
+    test_time_quantile: float = 0.9
+    """data.split=temporal: the test cut is this quantile of all interaction times (0 < q < 1), unless
+    data.test_time is set. Must be above valid_time_quantile."""
+    valid_time: float | None = None
+    """data.split=temporal: the validation cut as a timestamp, in the unit of the data's time column (POSIX
+    seconds for ISO 8601 date-times); overrides valid_time_quantile. None: use the quantile."""
+    test_time: float | None = None
+    """data.split=temporal: the test cut as a timestamp (as valid_time); overrides test_time_quantile."""
     data_dir: str | None = None
     """Folder searched for known datasets before ../shared/data and the download cache."""
     download: bool = True
@@ -86,9 +109,38 @@ class DataConfig:
     def validate(self) -> None:
         check_choice("data.format", self.format, ("auto", "s3rec", "inter", "csv", "tsv", "parquet"))
         check_choice("data.short_users", self.short_users, SHORT_USER_POLICIES)
+        self._validate_split()
         check_range("data.k_core", self.k_core, lo=0)
         check_range("data.synthetic_users", self.synthetic_users, lo=10)
         check_range("data.synthetic_items", self.synthetic_items, lo=10)
+
+    def _validate_split(self) -> None:
+        check_choice("data.split", self.split, SPLITS)
+        check_range("data.valid_time_quantile", self.valid_time_quantile, lo=0, hi=1, lo_open=True, hi_open=True)
+        check_range("data.test_time_quantile", self.test_time_quantile, lo=0, hi=1, lo_open=True, hi_open=True)
+        for key in ("valid_time", "test_time"):
+            value = getattr(self, key)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"data.{key}: invalid value {value!r}; expected a finite timestamp or null")
+            if value is not None and self.split != "temporal":
+                raise ConfigError(f"data.{key}: applies to data.split=temporal only (data.split is "
+                                  f"{self.split!r}); remove it or set data.split=temporal")
+        if self.split != "temporal":
+            return
+        if self.valid_time is None and self.test_time is None and \
+                not self.valid_time_quantile < self.test_time_quantile:
+            raise ConfigError(f"data.valid_time_quantile: {self.valid_time_quantile!r} is not below "
+                              f"data.test_time_quantile {self.test_time_quantile!r}; the validation cut must come "
+                              f"before the test cut")
+        if self.valid_time is not None and self.test_time is not None and not self.valid_time < self.test_time:
+            raise ConfigError(f"data.valid_time: {self.valid_time!r} is not before data.test_time "
+                              f"{self.test_time!r}; the validation cut must come before the test cut")
+        if self.time_col is None:
+            raise ConfigError("data.split: 'temporal' needs timestamps but data.time_col is null; name the time "
+                              "column or set data.split=loo")
+        if self.path is None and self.dataset == "synthetic":
+            raise ConfigError("data.split: 'temporal' needs timestamps and the synthetic data has none; use a "
+                              "table with a time column or set data.split=loo")
 
 
 @dataclass

@@ -19,3 +19,8 @@ class ConfigError(SeqrecError):
 
 class TrainingDiverged(SeqrecError):
     """The loss became NaN or infinite."""
+
+
+class SeqrecWarning(UserWarning):
+    """Something the user should know but that does not stop the work (e.g. unknown ids skipped on request);
+    the CLI prints it as one line `seqrec: warning: ...`."""

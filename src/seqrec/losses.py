@@ -87,17 +87,23 @@ def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: fl
 
 
 def multi_positive_info_nce(anchor: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-                            temperature: float = 1.0, self_negative: str = "remove") -> torch.Tensor:
+                            temperature: float = 1.0, self_negative: str = "remove",
+                            normalized: bool = False) -> torch.Tensor:
     """Contrastive loss with several positives per anchor (EMKD's ICL / CCL), cosine similarity.
 
     anchor [B, D], positives [P, B, D] (positives[:, i] belong to anchor i), negatives [B, D] (row j != i is a
     negative of anchor i). Per anchor: -logsumexp_p(sim(a_i, pos_p,i) / T) + logsumexp_j(sim(a_i, neg_j) / T).
     self_negative: 'remove' leaves j = i out of the negatives; 'zero' keeps it with its similarity set to 0
-    (the official EMKD code, which adds exp(0) to the denominator). Mean over anchors."""
-    a = F.normalize(anchor.float(), dim=-1)
-    pos = F.normalize(positives.float(), dim=-1)
-    neg = F.normalize(negatives.float(), dim=-1)
-    pos_term = torch.logsumexp((pos * a[None]).sum(-1) / temperature, dim=0)             # [B]
+    (the official EMKD code, which adds exp(0) to the denominator). Mean over anchors.
+    normalized: the inputs are unit vectors already (float32), so the cosine is the dot product (EMKD normalises
+    each network's representations once for all the terms that use them)."""
+    if normalized:
+        a, pos, neg = anchor, positives, negatives
+    else:
+        a = F.normalize(anchor.float(), dim=-1)
+        pos = F.normalize(positives.float(), dim=-1)
+        neg = F.normalize(negatives.float(), dim=-1)
+    pos_term = torch.logsumexp(torch.einsum("pbd,bd->pb", pos, a) / temperature, dim=0)    # [B]
     sim = a @ neg.T / temperature                                                       # [B, B]
     eye = torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
     if self_negative == "remove":
@@ -141,7 +147,8 @@ def contrastive_margin_regularizer(anchor: torch.Tensor, positive: torch.Tensor,
 
 ItemRows = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"]
 """item_rows(ids [m]) -> (W [m, d], b [m] or None): the output-layer rows of these items, so that the logit of item i
-for a hidden row h is h . W[i] (+ b[i]); the same numbers as column i of `logits_fn(h)`."""
+for a hidden row h is h . W[i] (+ b[i]); the same numbers as column i of `logits_fn(h)`. ids may also be a slice
+(EMKD: slice(1, n_items + 1)), which gives views of the layer instead of copies."""
 
 
 class NegativeSampler:
@@ -323,3 +330,164 @@ def _gbce_sum(h, y, item_rows, wn, bn, negatives, beta) -> torch.Tensor:
     pos, neg = _sampled_logits(h, y, item_rows, wn, bn)
     neg_terms = F.softplus(neg).masked_fill(negatives[None, :] == y[:, None], 0.0).sum(1)
     return ((beta * F.softplus(-pos) + neg_terms) / (negatives.shape[0] + 1)).sum()
+
+
+# --- EMKD: the members' item losses, fused and in row chunks -------------------------------------------------------
+
+def ensemble_item_losses(hidden: list[torch.Tensor], weights: list[torch.Tensor], biases: list[torch.Tensor | None],
+                         targets: torch.Tensor, row_weight: torch.Tensor, kd_temperature: float, kd_weight: float,
+                         use_kd: bool = True, chunk_rows: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EMKD's item losses of N ensemble members on the same K prediction rows, computed together in row chunks.
+
+    Inputs per member a: hidden rows h_a [K, d] and its output layer over items 1..n, W_a [n, d] and b_a [n] (or
+    None), so that its logits are z_a = h_a W_a^T + b_a [K, n]. targets [K]: column of the target item (item id - 1);
+    row_weight [K]: w_k, the weight of row k (EMKD: 1 / the number of prediction rows of row k's view, so that the
+    sums below are per-view means summed over views). With p_a = softmax(z_a), p_a^T = softmax(z_a / T),
+    S = sum_c p_c^T and D_a = N p_a^T - S (every row of D_a sums to 0, and sum_a D_a = 0):
+
+    * ce = sum_a sum_k w_k [logsumexp(z_a) - z_a[y_k]]                              (masked-item cross entropy)
+    * kd = sum_k w_k sum_{a<c} 1/2 [KL(sg(p_c^T) || p_a^T) + KL(sg(p_a^T) || p_c^T)]      (use_kd, N > 1; else 0)
+         = sum_k w_k 1/2 sum_a D_a . log p_a^T = sum_k w_k 1/2 sum_{a>0} D_a . (z_a - z_0) / T
+      (sum over ordered pairs, regrouped per member as in `seqrec.models.emkd.ensemble_symmetric_kl`; the
+      log-partitions drop out as D_a's rows sum to 0, and z_0 can be subtracted as sum_a D_a = 0, so that the small
+      differences between members, not the logits themselves, multiply the small D_a: accurate when the members
+      agree). The KL's target side is detached (mutual distillation, as `symmetric_kl`): the gradient reaches a
+      member only through its own log p_a^T.
+
+    Returns (ce + kd_weight * kd, ce, kd): the first carries the gradient, the other two are detached (for logging).
+    Its gradient with respect to the logits is, per row,
+        dL/dz_a = w_k [p_a - onehot(y_k) + kd_weight / (2T) D_a],
+    and then dL/dh_a = (dL/dz_a) W_a, dL/dW_a = (dL/dz_a)^T h_a, dL/db_a = the column sums of dL/dz_a.
+
+    The K rows are processed in chunks of chunk_rows (0: all at once). Per chunk the N logit blocks [rows, n] are
+    formed once, used by both terms, and turned into the gradients above at once (during the forward pass), which
+    are accumulated into [K, d] / [n, d] tensors; backward only scales them by the incoming gradient. So no [K, n]
+    tensor is kept, and no logit block is formed twice (recomputing the chunks in backward would cost a second
+    product and second softmaxes). Working memory: 2N + 2 float32 blocks [chunk_rows, n], reused by every chunk."""
+    kd_active = bool(use_kd and len(hidden) > 1)
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                                 for t in (*hidden, *weights, *biases))
+    return _EnsembleItemLosses.apply(targets, row_weight, float(kd_temperature), float(kd_weight), kd_active,
+                                     int(chunk_rows), need_grad, len(hidden), *hidden, *weights, *biases)
+
+
+class _EnsembleItemLosses(torch.autograd.Function):
+    """`ensemble_item_losses` for autograd: forward computes the values and the gradients chunk by chunk, backward
+    scales the gradients by the incoming one."""
+
+    @staticmethod
+    def forward(ctx, targets, row_weight, temperature, kd_weight, kd_active, chunk_rows, need_grad, n_members,
+                *tensors):
+        hidden, weights, biases = (list(tensors[i * n_members:(i + 1) * n_members]) for i in range(3))
+        k, n = targets.shape[0], weights[0].shape[0]
+        rows = k if chunk_rows <= 0 else min(chunk_rows, k)
+        dev = row_weight.device
+        blocks = [torch.empty(rows, n, device=dev) for _ in range(2 * n_members + 2)]
+        grads = None
+        if need_grad:
+            grads = ([torch.zeros(h.shape, device=dev) for h in hidden], [torch.zeros(w.shape, device=dev)
+                     for w in weights], [None if b is None else torch.zeros(b.shape, device=dev) for b in biases])
+        ce = torch.zeros((), device=dev)
+        kd = torch.zeros((), device=dev)
+        for lo in range(0, k, max(rows, 1)):
+            hi = min(lo + rows, k)
+            w = row_weight[lo:hi].float()
+            ce_chunk, kd_chunk = _ensemble_chunk([h[lo:hi] for h in hidden], weights, biases, targets[lo:hi], w,
+                                                 1.0 / temperature, kd_weight, kd_active,
+                                                 [b[: hi - lo] for b in blocks], grads, lo)
+            ce = ce + ce_chunk
+            if kd_active:
+                kd = kd + kd_chunk
+        ctx.grads = grads
+        ctx.dtypes = [None if t is None else t.dtype for t in tensors]
+        ctx.mark_non_differentiable(ce, kd)
+        return ce + kd_weight * kd, ce, kd
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_total, _grad_ce, _grad_kd):
+        if ctx.grads is None:
+            raise RuntimeError("ensemble_item_losses: backward a second time through the same graph is not "
+                               "supported (its gradients were made in forward and are freed after one use)")
+        dh, dw, db = ctx.grads
+        ctx.grads = None                                # freed after use, as autograd frees saved tensors
+        scaled = [None if g is None else (g * grad_total).to(dt) for g, dt in zip((*dh, *dw, *db), ctx.dtypes)]
+        return (None,) * 8 + tuple(scaled)
+
+
+def _ensemble_chunk(hidden, weights, biases, y, w, inv_t, kd_weight, kd_active, blocks, grads, lo):
+    """One chunk of r rows of `ensemble_item_losses`: (its weighted ce sum, its weighted kd sum or None), scalars.
+    blocks: 2N + 2 float32 [r, n] work blocks. With grads = (dh, dW, db) lists, adds this chunk's gradients into
+    them (dh at rows lo:lo + r). Every [r, n] operation is in place on the blocks (no allocation per chunk)."""
+    n_members = len(hidden)
+    centred, probs = blocks[:n_members], blocks[n_members:2 * n_members]
+    total_p, p_t = blocks[2 * n_members:]
+    w_col = w[:, None]
+    coef = kd_weight * 0.5 * inv_t                       # dL/dz_a = w (p_a - onehot + coef D_a)
+    ce = torch.zeros((), device=w.device)
+    # The kd value as dot products of whole blocks: with d_a = w (z_a - z_0) / T (row weights folded in),
+    # kd = 1/2 sum_{a>0} D_a . d_a = 1/2 (N sum_{a>0} p_a^T . d_a - S . sum_{a>0} d_a). The blocks hold -d_a.
+    pd = torch.zeros((), device=w.device)               # sum_{a>0} p_a^T . (-d_a)
+    for a in range(n_members):
+        u, p = centred[a], probs[a]
+        _logits_into(u, hidden[a], weights[a], biases[a])
+        u.sub_(u.amax(1, keepdim=True))                  # u = z - max z: the two softmaxes share one max
+        s = torch.exp(u, out=p).sum(1, keepdim=True)
+        ce = ce + torch.dot(w, (s.log() - u.gather(1, y[:, None])).squeeze(1))       # logsumexp(z) - z_y
+        p.div_(s)                                        # p_a
+        if not kd_active:
+            continue
+        u.mul_(inv_t)                                    # u / T
+        if inv_t == 1.0:
+            pt = p
+        else:                                            # p_a^T (member 0's straight into S)
+            pt = torch.exp(u, out=total_p if a == 0 else p_t)
+            pt.div_(pt.sum(1, keepdim=True))
+        if a == 0:
+            if pt is not total_p:
+                total_p.copy_(pt)
+            u.mul_(w_col)                                # w z_0 / T
+        else:
+            total_p.add_(pt)                             # S = sum_c p_c^T
+            torch.addcmul(centred[0], u, w_col, value=-1.0, out=u)       # -d_a = w z_0 / T - w z_a / T
+            pd = pd + torch.dot(pt.view(-1), u.view(-1))
+            if a > 1:
+                centred[1].add_(u)                       # sum_{a>0} -d_a, kept in -d_1's place
+        if grads is not None:
+            p.add_(pt, alpha=coef * n_members)
+    kd = None
+    if kd_active:
+        kd = 0.5 * (torch.dot(total_p.view(-1), centred[1].view(-1)) - n_members * pd)
+    if grads is None:
+        return ce, kd
+    dh, dw, db = grads
+    minus_one = torch.full((y.shape[0], 1), -1.0, device=w.device)
+    for a in range(n_members):
+        g = probs[a]
+        if kd_active:
+            g.sub_(total_p, alpha=coef)                  # p_a + coef (N p_a^T - S)
+        g.scatter_add_(1, y[:, None], minus_one)         # - onehot(y)
+        # the row weights w go on the [r, d] sides of the products, not on the [r, n] block
+        dh[a][lo:lo + y.shape[0]] = (g @ weights[a]) * w_col
+        _add_product(dw[a], g.T, hidden[a] * w_col)
+        if db[a] is not None:
+            db[a].addmv_(g.T, w)
+    return ce, kd
+
+
+def _logits_into(out: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """out [r, n] (float32) = h @ weight^T + bias; under autocast the product in autocast's dtype (as F.linear)."""
+    if torch.is_autocast_enabled(h.device.type):
+        out.copy_(F.linear(h, weight, bias))
+    elif bias is None:
+        torch.mm(h, weight.T, out=out)
+    else:
+        torch.addmm(bias, h, weight.T, out=out)
+
+
+def _add_product(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += a @ b, in place; under autocast the product in autocast's dtype, accumulated in float32."""
+    if torch.is_autocast_enabled(a.device.type):
+        acc.add_(a @ b)
+    else:
+        acc.addmm_(a, b)

@@ -7,6 +7,8 @@ import platform
 import random
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +25,29 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and a rename, so no half file is left.
+@contextmanager
+def atomic_replace(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file in path's folder (created empty) for the caller to write; when the block ends without an
+    error it becomes `path` by a rename, so that no half file is ever left at `path`; on an error it is removed.
     The file gets the usual mode of a new file (0o666 less the umask), not mkstemp's private 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        yield Path(tmp)
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically (atomic_replace)."""
+    with atomic_replace(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -49,19 +59,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to `path` atomically (temporary file + rename), with the mode of atomic_write_bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """torch.save to `path` atomically (atomic_replace)."""
+    with atomic_replace(path) as tmp:
         torch.save(obj, tmp)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def seed_everything(seed: int) -> None:

@@ -1,12 +1,13 @@
-"""From a DataConfig to an InteractionData: the synthetic default, a known dataset, or a file of any format."""
+"""From a DataConfig to an InteractionData (the synthetic default, a known dataset, or a file of any format) and
+to its Split."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from seqrec.config import DataConfig
-from seqrec.data.dataset import InteractionData
+from seqrec.data.dataset import InteractionData, Split, leave_one_out, temporal_split
 from seqrec.data.known import get_known, resolve_dataset
-from seqrec.data.readers import TABLE_FORMATS, item_index_of, read_attributes, read_s3rec, read_table
+from seqrec.data.readers import TABLE_FORMATS, read_attributes, read_s3rec, read_table
 from seqrec.data.synthetic import make_synthetic
 from seqrec.errors import ConfigError, DataError
 
@@ -39,6 +40,14 @@ def load_dataset(cfg: DataConfig) -> InteractionData:
         return data
     return read_data_file(cfg.path or cfg.dataset, cfg.format, cfg.attributes, cfg.user_col, cfg.item_col,
                           cfg.time_col, cfg.k_core)
+
+
+def make_split(data: InteractionData, cfg: DataConfig) -> Split:
+    """The split cfg.split asks for (docs/protocol.md, "Split"): leave-one-out with cfg.short_users, or the
+    temporal split at cfg.valid_time / cfg.test_time, each defaulting to its quantile of the interaction times."""
+    if cfg.split == "temporal":
+        return temporal_split(data, cfg.valid_time, cfg.test_time, cfg.valid_time_quantile, cfg.test_time_quantile)
+    return leave_one_out(data, cfg.short_users)
 
 
 def detect_format(path: str | Path) -> str:
@@ -77,7 +86,7 @@ def read_data_file(path: str | Path, fmt: str = "auto", attributes: str | Path |
         return read_s3rec(path, _s3rec_attributes(path, attributes))
     data = read_table(path, fmt, user_col, item_col, time_col, k_core)
     if attributes is not None and str(attributes) != "none":
-        data.attributes = read_attributes(attributes, data.n_items, item_index_of(data))
+        data.attributes = read_attributes(attributes, data.n_items, data.item_vocab)
     return data
 
 

@@ -8,18 +8,14 @@ S3-Rec files (`user item item ...`) are already preprocessed: ids are kept exact
 so `n_items` is the largest item id, not the number of distinct items) and no filter is applied. The exception is
 a file whose item ids are sparse beyond use as embedding rows (largest id over S3REC_DENSE_LIMIT and over
 S3REC_SPARSE_RATIO times the number of distinct items, e.g. raw ids of 1e9): its item ids are remapped to 1..n in
-increasing order of the original id and `data.item_map` holds the originals, as for raw tables.
+increasing order of the original id, the originals kept in `data.item_vocab`, as for raw tables.
 
 Raw tables (.inter, csv, tsv, parquet) have one interaction per row. They are grouped per user (users in order of
 first appearance in the file), each user's rows stably sorted by timestamp (file order kept for ties, and
-entirely when `time_col` is None), optionally k-core filtered, and their ids remapped to contiguous 1..n. The
-original ids are kept on the returned object as two extra attributes (InteractionData has no field for them):
-
-* `data.item_map`: array of length n_items + 1; `item_map[new_id]` is the original item id (`item_map[0]` is a
-  placeholder for padding). int64 when every original id is a canonical integer, else an object array of str.
-* `data.user_map`: array of length n_users; `user_map[row]` is the original user id, same dtype rule.
-
-`data.user_ids` holds the original user ids when they are all integers, else 1..n_users.
+entirely when `time_col` is None), optionally k-core filtered, and their ids remapped to contiguous 1..n in order
+of first appearance. The original ids are kept in `data.item_vocab` and `data.user_vocab` (seqrec.data.vocab:
+integers when every id is a canonical integer, else strings). `build_from_rows` does the same for rows given in
+memory (e.g. DataFrame columns).
 """
 from __future__ import annotations
 
@@ -27,12 +23,13 @@ import csv
 import io
 import json
 from collections.abc import Hashable, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from seqrec.data.dataset import InteractionData, ItemAttributes
+from seqrec.data.vocab import Vocabulary
 from seqrec.errors import DataError
 
 TABLE_FORMATS = ("inter", "csv", "tsv", "parquet")
@@ -107,7 +104,7 @@ def read_s3rec(path: str | Path, attributes_path: str | Path | None = None) -> I
 
     path: the `<Name>.txt` file. Ids are 1-based integers separated by whitespace; they are kept as they are
         (`n_items` is the largest item id; `user_ids` are the ids of the lines, in file order), except sparse
-        item ids (see the module docstring), which are remapped to 1..n with the originals in `data.item_map`.
+        item ids (see the module docstring), which are remapped to 1..n with the originals in `data.item_vocab`.
     attributes_path: optional `<Name>_item2attributes.json` ({"item id": [attribute ids]}), read with
         `read_attributes`; None for no attributes.
     Returns an InteractionData named after the file stem with `source` = the path.
@@ -137,21 +134,19 @@ def read_s3rec(path: str | Path, attributes_path: str | Path | None = None) -> I
     _check_unique_users(path, user_ids, line_numbers)
 
     n_items = int(items.max())
-    item_map = None
+    item_vocab = Vocabulary.identity(n_items)
+    remapped = False
     if n_items > S3REC_DENSE_LIMIT:
         distinct = np.unique(items)
         if n_items > S3REC_SPARSE_RATIO * len(distinct):
             # sparse raw ids (e.g. 1e9): an embedding row per id up to the largest cannot be allocated; remap
             # them to 1..n in increasing order of the original id, keeping the originals (as raw tables do)
             items = np.searchsorted(distinct, items) + 1
-            n_items = len(distinct)
-            item_map = np.concatenate([np.zeros(1, dtype=np.int64), distinct])
-    item_index = None if item_map is None else {str(v): i for i, v in enumerate(item_map[1:].tolist(), start=1)}
-    attributes = read_attributes(attributes_path, n_items, item_index) if attributes_path is not None else None
-    data = InteractionData(path.stem, items, _csr_offsets(lengths_np), user_ids, n_items, attributes, str(path))
-    if item_map is not None:
-        data.item_map = item_map
-    return data
+            item_vocab, remapped = Vocabulary(distinct), True
+    attributes = (read_attributes(attributes_path, len(item_vocab), item_vocab if remapped else None)
+                  if attributes_path is not None else None)
+    return InteractionData(path.stem, items, _csr_offsets(lengths_np), item_vocab, Vocabulary(user_ids, "user"),
+                           attributes, str(path))
 
 
 def _parse_item_tokens(path: Path, tokens: list[str], lengths: np.ndarray, line_numbers: list[int],
@@ -198,15 +193,15 @@ def _check_unique_users(path: Path, user_ids: np.ndarray, line_numbers: list[int
 # item attributes
 
 
-def read_attributes(path: str | Path, n_items: int, item_index: dict | None = None) -> ItemAttributes:
+def read_attributes(path: str | Path, n_items: int, item_vocab: Vocabulary | None = None) -> ItemAttributes:
     """Read an item attribute JSON file: one object mapping item id (string) -> list of int attribute ids (>= 1).
 
     path: the JSON file (e.g. `Beauty_item2attributes.json`).
     n_items: largest item id of the interaction data; the result has rows 0..n_items + 1 (rows 0, padding, and
         n_items + 1, a [MASK] token, are empty; so is every item the file does not mention).
-    item_index: for remapped raw tables, {original item id as str: new id}; keys are translated through it and
-        keys it does not contain (items filtered out or never interacted with) are ignored. None: keys are the
-        item ids themselves and a key > n_items is an error (the file belongs to other data).
+    item_vocab: for remapped data (raw tables), the item vocabulary; keys are original ids translated through
+        it, and keys it does not contain (items filtered out or never interacted with) are ignored. None: keys
+        are the item ids themselves and a key > n_items is an error (the file belongs to other data).
     The key "0" is ignored (0 is padding; ML-1M's file has it). Repeated attributes of one item are kept once
     (attributes are multi-hot), in first-seen order. `n_attributes` is the largest attribute id.
     """
@@ -220,8 +215,9 @@ def read_attributes(path: str | Path, n_items: int, item_index: dict | None = No
         raise DataError(f"{path}: top level is a JSON {type(table).__name__}; expected an object "
                         f"{{\"item id\": [attribute ids]}}")
     rows: dict[int, list[int]] = {}
-    for key, values in table.items():
-        item = _attribute_row(path, key, n_items, item_index)
+    translated = None if item_vocab is None else item_vocab.lookup(list(table))[0]     # 0: not in the data
+    for number, (key, values) in enumerate(table.items()):
+        item = _attribute_row(path, key, n_items) if translated is None else int(translated[number]) or None
         if item is None:
             continue
         if not isinstance(values, list) or not all(type(v) is int and v >= 1 for v in values):
@@ -236,10 +232,8 @@ def read_attributes(path: str | Path, n_items: int, item_index: dict | None = No
     return ItemAttributes(_csr_offsets(counts), ids_np, int(ids_np.max()) if len(ids_np) else 0)
 
 
-def _attribute_row(path: Path, key: str, n_items: int, item_index: dict | None) -> int | None:
-    """Row of an attribute-file key, or None for a key to ignore ("0", or an item absent from remapped data)."""
-    if item_index is not None:
-        return item_index.get(key)
+def _attribute_row(path: Path, key: str, n_items: int) -> int | None:
+    """Row of an attribute-file key of data whose ids are the file's, or None for the key "0" (padding)."""
     if key == "0":
         return None
     if not _is_positive_int(key):
@@ -269,7 +263,7 @@ def read_inter(path: str | Path, user_col: str = "user_id", item_col: str = "ite
     user_col, item_col, time_col: column names, matched against the part of each header field before ':'
         (or the whole field); time_col None keeps the file order within each user.
     k_core: iteratively drop users and items with fewer than k_core interactions (0 = off).
-    Returns grouped, sorted, remapped data (see the module docstring for `item_map` / `user_map`).
+    Returns grouped, sorted, remapped data (see the module docstring for `item_vocab` / `user_vocab`).
     """
     return read_table(path, "inter", user_col, item_col, time_col, k_core)
 
@@ -285,7 +279,8 @@ def read_table(path: str | Path, fmt: str, user_col: str = "user_id", item_col: 
         stably sorted by it. None: keep the file order.
     k_core: iteratively drop users and items with fewer than k_core interactions until none is left (0 = off).
     Returns grouped, sorted, k-core filtered data with ids remapped to 1..n in order of first appearance in the
-    file (see the module docstring for `item_map` / `user_map`); name = file stem, source = path.
+    file (see the module docstring for `item_vocab` / `user_vocab`); name = file stem, source = path; `times` = each
+    interaction's timestamp as float64 (POSIX seconds for date-times), None when time_col is None.
     """
     if fmt not in TABLE_FORMATS:
         raise DataError(f"{path}: unknown table format {fmt!r}; valid formats: {', '.join(TABLE_FORMATS)}")
@@ -293,7 +288,7 @@ def read_table(path: str | Path, fmt: str, user_col: str = "user_id", item_col: 
         users, items, times = _read_parquet_columns(Path(path), user_col, item_col, time_col)
     else:
         users, items, times = _read_text_columns(path, fmt, user_col, item_col, time_col)
-    return _build_from_rows(Path(path), users, items, times, k_core)
+    return build_from_rows(users, items, times, k_core, name=Path(path).stem, source=str(path))
 
 
 def _read_text_columns(path: str | Path, fmt: str, user_col: str, item_col: str, time_col: str | None):
@@ -382,15 +377,18 @@ def _parse_times(path: Path, tokens: list[str], lines: list[int], column: str, w
 
 
 def _parse_time(token: str) -> float:
-    """One timestamp: a number or an ISO 8601 date-time; NaN when it is neither (reported by the caller)."""
+    """One timestamp: a number or an ISO 8601 date-time; NaN when it is neither (reported by the caller).
+    A date-time without a time zone is read as UTC (as pandas reads naive Parquet datetimes), not in the machine's
+    local zone, so that the same data gives the same times, and temporal-split cuts, on every machine."""
     try:
         return float(token)
     except ValueError:
         pass
     try:
-        return datetime.fromisoformat(token).timestamp()
+        t = datetime.fromisoformat(token)
     except ValueError:
         return float("nan")
+    return (t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _read_parquet_columns(path: Path, user_col: str, item_col: str, time_col: str | None):
@@ -407,33 +405,8 @@ def _read_parquet_columns(path: Path, user_col: str, item_col: str, time_col: st
         raise DataError(f"{path}: reading Parquet needs pyarrow: pip install seqrec[parquet]") from None
     except Exception as e:  # pyarrow raises several types for a corrupt file; all mean the same to the user
         raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
-    if len(frame) == 0:
-        raise DataError(f"{path}: file has no rows; expected interactions")
-    names = [str(c) for c in frame.columns]
-    for col in [user_col, item_col] + ([time_col] if time_col is not None else []):
-        if col not in frame.columns:
-            hint = " (or set data.time_col to null to keep the file order)" if col == time_col else ""
-            raise DataError(f"{path}: missing column {col!r}; available columns: {', '.join(names)}{hint}")
-        missing = frame[col].isna().to_numpy()
-        if missing.any():
-            raise DataError(f"{path}: row {int(np.flatnonzero(missing)[0]) + 1}: column {col!r} is empty; "
-                            f"expected a value")
-        if col != time_col and not pd.api.types.is_numeric_dtype(frame[col]):
-            marked = frame[col].astype(str).str.strip().str.lower().isin(MISSING_MARKERS).to_numpy()
-            if marked.any():
-                row = int(np.flatnonzero(marked)[0])
-                raise _missing_id(path, f"row {row + 1}", col, frame[col].iloc[row])
-    times = None
-    if time_col is not None:
-        column = frame[time_col]
-        if pd.api.types.is_datetime64_any_dtype(column):
-            # via UTC and a Timedelta: independent of the column's unit (ns, us, ms) and time zone
-            utc = pd.to_datetime(column, utc=True)
-            times = ((utc - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64)
-        else:
-            tokens = column.tolist() if pd.api.types.is_numeric_dtype(column) else [str(v) for v in column]
-            times = _parse_times(path, tokens, list(range(1, len(frame) + 1)), time_col, "row")
-    return frame[user_col].tolist(), frame[item_col].tolist(), times
+    from seqrec.data.frames import frame_columns   # here: frames imports this module
+    return frame_columns(frame, user_col, item_col, time_col, where=str(path))
 
 
 def k_core_filter(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
@@ -462,28 +435,26 @@ def _factorize(values: Sequence[Hashable]) -> tuple[np.ndarray, list]:
     return codes, list(index)
 
 
-def _original_ids(values: list) -> np.ndarray:
-    """Original ids as int64 when every one is an int or a canonical integer string ('12', not '012'),
-    else as an object array of str (so that tokens like '012' and '12' stay distinct)."""
-    def as_int(v):
-        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-            return int(v)
-        if isinstance(v, str) and v.lstrip("-").isascii() and v.lstrip("-").isdigit() and str(int(v)) == v:
-            return int(v)
-        return None
-    ints = [as_int(v) for v in values]
-    if all(i is not None for i in ints):
-        return np.asarray(ints, dtype=np.int64)
-    return np.asarray([str(v) for v in values], dtype=object)
+def build_from_rows(users: Sequence[Hashable], items: Sequence[Hashable], times: np.ndarray | None = None,
+                    k_core: int = 0, name: str = "events", source: str = "") -> InteractionData:
+    """Interaction data from one row per interaction (the columns of an event log, already validated).
 
-
-def _build_from_rows(path: Path, users: list, items: list, times: np.ndarray | None, k_core: int) -> InteractionData:
-    """Group rows per user, sort each user's rows by time (stable), apply k-core, remap ids to 1..n."""
+    users, items: original ids (str or int) of each row's user and item.
+    times: float64 timestamp of each row; each user's rows are stably sorted by it (ties keep the row order).
+        None: keep the row order.
+    k_core: iteratively drop users and items with fewer than k_core interactions (0 = off).
+    name, source: the data's name and where it came from (for messages).
+    Returns data with ids remapped to 1..n in order of first appearance and the originals in `item_vocab` /
+    `user_vocab` (integers when every id is a canonical integer, else strings).
+    """
+    if len(users) != len(items) or (times is not None and len(times) != len(users)):
+        raise ValueError("build_from_rows: users, items and times must have the same length")
+    times = None if times is None else np.asarray(times, dtype=np.float64)
     user_codes, user_values = _factorize(users)
     item_codes, item_values = _factorize(items)
     keep = k_core_filter(user_codes, item_codes, k_core)
     if not keep.any():
-        raise DataError(f"{path}: no interaction is left after the {k_core}-core filter "
+        raise DataError(f"{source or name}: no interaction is left after the {k_core}-core filter "
                         f"({len(users)} rows read); lower data.k_core")
     if not keep.all():
         # remap among the survivors, still in order of first appearance in the file
@@ -496,21 +467,7 @@ def _build_from_rows(path: Path, users: list, items: list, times: np.ndarray | N
     else:
         order = np.lexsort((times, user_codes))   # lexsort is stable: equal timestamps keep the file order
     lengths = np.bincount(user_codes, minlength=len(user_values))
-    user_map = _original_ids(user_values)
-    item_map = _original_ids(item_values)
-    padding = np.zeros(1, dtype=np.int64) if item_map.dtype != object else np.array([""], dtype=object)
-    user_ids = user_map if user_map.dtype != object else np.arange(1, len(user_values) + 1, dtype=np.int64)
-    data = InteractionData(path.stem, item_codes[order] + 1, _csr_offsets(lengths), user_ids,
-                           len(item_values), None, str(path))
-    data.item_map = np.concatenate([padding, item_map])
-    data.user_map = user_map
-    return data
-
-
-def item_index_of(data: InteractionData) -> dict[str, int] | None:
-    """{original item id as str: item id} of data read from a raw table (None for data without `item_map`);
-    the `item_index` argument of `read_attributes`."""
-    item_map = getattr(data, "item_map", None)
-    if item_map is None:
-        return None
-    return {str(v): i for i, v in enumerate(item_map[1:].tolist(), start=1)}
+    item_vocab = Vocabulary.from_values(item_values, "item")
+    user_vocab = Vocabulary.from_values(user_values, "user")
+    return InteractionData(name, item_codes[order] + 1, _csr_offsets(lengths), item_vocab, user_vocab, None,
+                           source, times=None if times is None else times[order])

@@ -8,7 +8,8 @@ import numpy as np
 
 from seqrec.config import DataConfig
 from seqrec.data.dataset import InteractionData
-from seqrec.data.loading import load_dataset, read_data_file
+from seqrec.data.loading import load_dataset, make_split, read_data_file
+from seqrec.errors import DataError
 
 # upper bounds (inclusive) of the sequence-length histogram bins; the last bin is open
 LENGTH_BINS = (2, 4, 9, 19, 49, 99, 199, 499)
@@ -23,7 +24,7 @@ def dataset_stats(data: InteractionData) -> dict:
     (interactions whose item occurred earlier in the same sequence), short_users (users with fewer than 3
     interactions, which a leave-one-out split cannot evaluate), and when the data has attributes: n_attributes,
     items_with_attributes (among the items that occur), attribute_coverage (their fraction), attributes_per_item
-    (mean over the items that have some).
+    (mean over the items that have some), and when the data has timestamps: time_min, time_max.
     """
     lengths = data.lengths
     used = np.zeros(data.n_items + 1, dtype=bool)
@@ -45,6 +46,8 @@ def dataset_stats(data: InteractionData) -> dict:
         "repeated_interactions": int(repeats_per_user.sum()),
         "short_users": int((lengths < 3).sum()),
     }
+    if data.times is not None and len(data.times):
+        stats.update({"time_min": float(data.times.min()), "time_max": float(data.times.max())})
     if data.attributes is not None:
         counts = np.diff(data.attributes.offsets)[: data.n_items + 1]
         has = (counts > 0) & used[: len(counts)]
@@ -90,6 +93,8 @@ def format_stats(stats: dict) -> str:
         ("users with repeated items", f"{stats['users_with_repeats']:,}"),
         ("repeated interactions", f"{stats['repeated_interactions']:,}"),
     ]
+    if "time_min" in stats:
+        rows.append(("timestamps min / max", f"{stats['time_min']!r} / {stats['time_max']!r}"))
     if "n_attributes" in stats:
         rows += [
             ("attributes", f"{stats['n_attributes']:,}"),
@@ -130,7 +135,7 @@ def check_data(cfg: DataConfig) -> list[str]:
     notes = [f"note: {data.source or data.name}: {stats['users']:,} users, {stats['items']:,} items, "
              f"{stats['interactions']:,} interactions; sequence length {stats['length_min']}-{stats['length_max']}, "
              f"mean {stats['length_mean']:.2f}"]
-    notes += _short_user_notes(data, stats)
+    notes += _short_user_notes(data, stats) if cfg.split == "loo" else _temporal_split_notes(data, cfg)
     notes += _id_gap_notes(data, stats)
     if stats["users_with_repeats"]:
         notes.append(f"note: {stats['users_with_repeats']:,} users have repeated items "
@@ -159,15 +164,31 @@ def _short_user_notes(data: InteractionData, stats: dict) -> list[str]:
             f"decides whether they are kept for training ('train_only'), dropped or an error"]
 
 
+def _temporal_split_notes(data: InteractionData, cfg: DataConfig) -> list[str]:
+    """What data.split=temporal makes of the data: the cuts and who is trained and evaluated, or why it fails."""
+    try:
+        p = make_split(data, cfg).protocol
+    except DataError as e:
+        return [f"problem: {e}"]
+    notes = [f"note: temporal split at {p['valid_cut']!r} (validation) and {p['test_cut']!r} (test): "
+             f"{p['train_interactions']:,} training interactions, {p['valid_users']:,} validation and "
+             f"{p['test_users']:,} test users"]
+    if p["valid_users_without_history"] or p["test_users_without_history"]:
+        notes.append(f"warning: {p['valid_users_without_history']:,} validation and "
+                     f"{p['test_users_without_history']:,} test users have no interaction before their target; "
+                     f"they are not evaluated")
+    return notes
+
+
 def _id_gap_notes(data: InteractionData, stats: dict) -> list[str]:
     """Item ids in 1..n_items that never occur (they still get an embedding row and are ranked), user id gaps."""
     notes = []
-    item_map = getattr(data, "item_map", None)     # raw tables, and S3-Rec files with sparse item ids
-    if item_map is not None:
-        originals = (f" (original ids {item_map[1:].min()}..{item_map[1:].max()})" if item_map.dtype != object
-                     else "")
-        notes.append(f"note: item ids are remapped to 1..{data.n_items}{originals}; models, evaluate and "
-                     f"recommend use the new ids")
+    vocab = data.item_vocab
+    if not vocab.is_identity:       # raw tables, and S3-Rec files with sparse item ids
+        originals = (f" (original ids {vocab.originals.min()}..{vocab.originals.max()})" if not vocab.is_str
+                     else " (original ids are strings)")
+        notes.append(f"note: item ids are remapped to 1..{data.n_items} internally{originals}; checkpoints keep "
+                     f"the original ids, which recommend and serve accept and return")
     used = np.zeros(data.n_items + 1, dtype=bool)
     used[data.items] = True
     unused = np.flatnonzero(~used[1:]) + 1
@@ -175,9 +196,11 @@ def _id_gap_notes(data: InteractionData, stats: dict) -> list[str]:
         examples = ", ".join(str(i) for i in unused[:5]) + (", ..." if len(unused) > 5 else "")
         notes.append(f"warning: {len(unused):,} item ids in 1..{data.n_items} never occur ({examples}); they "
                      f"still have embedding rows and are ranked in full-ranking evaluation")
-    ids = np.sort(data.user_ids)
-    if len(ids) and not np.array_equal(ids, np.arange(1, len(ids) + 1)):
-        notes.append(f"note: user ids are not 1..{len(ids)} (range {ids[0]}..{ids[-1]}); rows are used as they are")
+    users = data.user_vocab
+    if not users.is_str and not users.is_identity and len(users):
+        ids = users.originals
+        notes.append(f"note: user ids are not 1..{len(ids)} (range {ids.min()}..{ids.max()}); rows are used as "
+                     f"they are")
     return notes
 
 

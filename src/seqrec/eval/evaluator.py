@@ -156,7 +156,7 @@ def evaluate(model, split: Split, which: str = "valid", exclude: str = "none", k
     model.eval()
     t0 = time.perf_counter()
     starts, lengths, targets = split.eval_inputs(which)
-    users = split.eval_users
+    users = split.users(which)
     if world_size > 1:
         starts, lengths, targets, users = (a[rank::world_size] for a in (starts, lengths, targets, users))
     flat = split.data.items
@@ -200,5 +200,5 @@ def evaluate(model, split: Split, which: str = "valid", exclude: str = "none", k
     if return_ranks:
         ranks = torch.cat(all_ranks) if all_ranks else torch.zeros(0, dtype=torch.float64)
         out["ranks"] = torch.empty_like(ranks).index_copy_(0, torch.from_numpy(order), ranks)  # user order
-        out["users_order"] = split.eval_users if world_size == 1 else split.eval_users[rank::world_size]
+        out["users_order"] = split.users(which) if world_size == 1 else split.users(which)[rank::world_size]
     return out

@@ -16,7 +16,8 @@ registry), each used through `encode(items, lengths) -> [B, T, d]` and `item_log
 
 Per network the M views and the unmasked input are stacked along the batch dimension and encoded in one pass;
 item logits are computed only where there is a target (`logits_at: masked`), or at every position as the official
-code does (`logits_at: all`, same loss values, for the speed comparison).
+code does (`logits_at: all`, same loss values, for the speed comparison). At the targets, all members' CE and KD
+are computed together in row chunks (`seqrec.losses.ensemble_item_losses`): no [K, n_items] tensor is kept.
 """
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from seqrec.config import check_choice, check_range
 from seqrec.data.batch import next_item_split
 from seqrec.data.masking import cloze_mask
 from seqrec.errors import ConfigError
-from seqrec.losses import multi_positive_info_nce, rows_at
+from seqrec.losses import ensemble_item_losses, multi_positive_info_nce, rows_at
 from seqrec.models import MODELS, register
 from seqrec.models.base import DatasetInfo, EncoderConfig, ModelConfig, SeqRecModel, encoder_fields, init_normal
 
@@ -93,6 +95,15 @@ class EMKDConfig(ModelConfig):
     identical_encoder_init: bool = False
     """Official code quirk: all members start with the same transformer weights (embeddings and heads differ).
     Default off: every member is initialised independently (the paper's intent)."""
+    logits_chunk_rows: int = 64
+    """Prediction rows per chunk of the fused CE + KD (`seqrec.losses.ensemble_item_losses`): the N members'
+    [rows, n_items] logit blocks of one chunk are alive at a time (0 = all rows in one chunk). Same values and
+    gradients for any value; 32-256 are about equally fast on a CPU."""
+    recompute_encoders: bool = False
+    """Memory: keep only each member's inputs and run its encoder forward again in the backward pass (activation
+    checkpointing), so that one member's activations are alive at a time instead of N. Same values and gradients;
+    costs one more encoder forward pass per step (the official d 256 on Beauty: peak RSS 6.1 -> 2.8 GB, step time
+    +43% on a CPU)."""
     logits_at: str = "masked"
     """Where item logits are computed: masked (only positions with a target, fast) | all (every position, as the
     official code; same loss values, kept for the speed comparison)."""
@@ -101,9 +112,6 @@ class EMKDConfig(ModelConfig):
         super().validate()
         check_range("model.n_networks", self.n_networks, lo=1)
         check_range("model.n_views", self.n_views, lo=1)
-        if self.logits_chunk_rows:
-            raise ConfigError("model.logits_chunk_rows: not supported by emkd (its logits feed CE and KD together); "
-                              "expected 0")
         check_range("model.mask_prob", self.mask_prob, lo=0, hi=1, lo_open=True)
         check_range("model.tau", self.tau, lo=0, lo_open=True)
         if self.kd_temperature is not None:
@@ -149,6 +157,11 @@ class EMKD(SeqRecModel):
     name = "emkd"
     Config = EMKDConfig
     objective = "cloze"      # the trainer hands over raw windows; causal members cut them into input/targets here
+    fused_item_losses: ClassVar[bool] = True
+    """CE and KD through `seqrec.losses.ensemble_item_losses` (row chunks of model.logits_chunk_rows, each logit
+    block formed once, its gradients made at once). False (set on an instance): the dense path (every member's
+    [K, n_items] logits kept for autograd), the reference of tests/test_emkd_fused.py and of
+    benchmarks/emkd_speed.py --fused; logits_at: all always takes it."""
 
     def __init__(self, cfg: EMKDConfig, info: DatasetInfo):
         super().__init__(cfg, info)
@@ -227,28 +240,33 @@ class EMKD(SeqRecModel):
         per_view = torch.zeros(m, device=index.device).index_add_(0, view_of, torch.ones_like(view_of,
                                                                                         dtype=torch.float))
         per_view = per_view.clamp(min=1)
+        masked_norm = None
+        if batch.token_norm is not None:
+            # a length-bucketed batch (Batch.token_norm = rows x the epoch's mean span length): divide by the
+            # expected counts, not this batch's own, so that bucketing leaves the objective unchanged
+            # (tests/test_bucketing.py): per view, every input position of a causal member has a target, and the
+            # cloze rule picks each real input with probability mask_prob
+            tokens = batch.token_norm - (b if self.causal else 0)      # input positions (causal: span[:-1])
+            masked_norm = cfg.mask_prob * tokens
+            per_view = torch.full((m,), tokens if self.causal else masked_norm, device=index.device)
         tgt = labels.reshape(-1).index_select(0, index) - 1
 
-        hidden_views, hidden_plain, logits, ces = [], [], [], []
+        hidden_views, hidden_plain = [], []
         for net in self.members:
             if need_plain:
-                h = net.encode(torch.cat([views, inputs]), torch.cat([vlen, lengths]))
+                h = self._encode(net, torch.cat([views, inputs]), torch.cat([vlen, lengths]))
                 hv, hp = h[: m * b], h[m * b:]
             else:
-                hv, hp = net.encode(views, vlen), None
-            z = self._logits_at_targets(net, hv, index)               # [K, n_items + 1]
-            rows = F.cross_entropy(z[:, 1:].float(), tgt, reduction="none")
-            ces.append((torch.zeros(m, device=rows.device).index_add_(0, view_of, rows) / per_view).sum())
+                hv, hp = self._encode(net, views, vlen), None
             hidden_views.append(hv)
             hidden_plain.append(hp)
-            logits.append(z)
-        zero = ces[0] * 0.0
-        ce = torch.stack(ces).sum()
 
-        kd = zero
-        if cfg.use_kd and n > 1 and len(tgt):
-            t = cfg.kd_temperature or cfg.tau
-            kd = ensemble_symmetric_kl([z[:, 1:] for z in logits], view_of, m, t)
+        if self.fused_item_losses and cfg.logits_at == "masked":
+            item_total, ce, kd = self._fused_item_losses(hidden_views, index, tgt, view_of, per_view)
+        else:
+            ce, kd = self._dense_item_losses(hidden_views, index, tgt, view_of, per_view)
+            item_total = ce + cfg.kd_weight * kd
+        zero = torch.zeros((), device=ce.device)
 
         attr = zero
         if self.attr_active:
@@ -257,26 +275,62 @@ class EMKD(SeqRecModel):
             last = chosen[(m - 1) * b:].float()                        # [B, T]
             item_at = targets if self.causal else inputs               # the item whose attributes are predicted
             y = self.attr_table[item_at].float()                       # [B, T, A]
-            denom = last.sum().clamp(min=1) * y.shape[-1]
+            denom = (last.sum().clamp(min=1) if masked_norm is None else masked_norm) * y.shape[-1]
             attr = sum((F.binary_cross_entropy_with_logits(head(hp).float(), y, reduction="none").sum(-1) * last)
                        .sum() / denom for head, hp in zip(self.attr_heads, hidden_plain))
 
         icl = ccl = zero
         if (cfg.use_icl or cfg.use_ccl) and b > 1:
-            anchors = [end_aligned(hp, lengths).flatten(1) for hp in hidden_plain]             # [B, T*d]
-            positives = [end_aligned(hv, vlen).flatten(1).view(m, b, -1) for hv in hidden_views]
+            # unit vectors, once per network: each is used by up to 2N - 1 of the N^2 terms
+            anchors = [F.normalize(end_aligned(hp, lengths).flatten(1).float(), dim=-1)
+                       for hp in hidden_plain]                                                  # [B, T*d]
+            positives = [F.normalize(end_aligned(hv, vlen).flatten(1).float(), dim=-1).view(m, b, -1)
+                         for hv in hidden_views]                                                # [M, B, T*d]
             if cfg.use_icl:
                 icl = sum(multi_positive_info_nce(anchors[i], positives[i], anchors[i], cfg.tau,
-                                                  cfg.contrastive_self) for i in range(n))
+                                                  cfg.contrastive_self, normalized=True) for i in range(n))
             if cfg.use_ccl and n > 1:
                 ccl = sum(multi_positive_info_nce(anchors[i], positives[u], anchors[u], cfg.tau,
-                                                  cfg.contrastive_self)
+                                                  cfg.contrastive_self, normalized=True)
                           for i, u in itertools.permutations(range(n), 2))
 
-        total = ce + cfg.kd_weight * kd + cfg.attr_weight * attr + cfg.icl_weight * icl + cfg.ccl_weight * ccl
+        total = item_total + cfg.attr_weight * attr + cfg.icl_weight * icl + cfg.ccl_weight * ccl
         return {"loss": total, "ce": ce.detach(), "kd": torch.as_tensor(kd).detach(),
                 "attr": torch.as_tensor(attr).detach(), "icl": torch.as_tensor(icl).detach(),
                 "ccl": torch.as_tensor(ccl).detach()}
+
+    def _encode(self, net, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.cfg.recompute_encoders and torch.is_grad_enabled():
+            # activation checkpointing: only the member's inputs are kept; its forward runs again in backward, with
+            # the same dropout masks (the RNG state is restored)
+            return checkpoint(net.encode, items, lengths, use_reentrant=False)
+        return net.encode(items, lengths)
+
+    def _fused_item_losses(self, hidden_views, index, tgt, view_of, per_view):
+        """(ce + kd_weight * kd, ce, kd) over the K prediction rows, all members in one chunked pass."""
+        cfg = self.cfg
+        # items 1..n of each member's output layer, [n, d] and [n] or None; a slice gives views (no copy)
+        layers = [net.item_rows(slice(1, self.n_items + 1)) for net in self.members]
+        return ensemble_item_losses([rows_at(hv, index) for hv in hidden_views], [w for w, _ in layers],
+                                    [b for _, b in layers], tgt, (1.0 / per_view)[view_of],
+                                    cfg.kd_temperature or cfg.tau, cfg.kd_weight, cfg.use_kd,
+                                    cfg.logits_chunk_rows)
+
+    def _dense_item_losses(self, hidden_views, index, tgt, view_of, per_view):
+        """(ce, kd) from the members' whole [K, n_items + 1] logits (see fused_item_losses)."""
+        cfg = self.cfg
+        m = cfg.n_views
+        logits, ces = [], []
+        for net, hv in zip(self.members, hidden_views):
+            z = self._logits_at_targets(net, hv, index)               # [K, n_items + 1]
+            rows = F.cross_entropy(z[:, 1:].float(), tgt, reduction="none")
+            ces.append((torch.zeros(m, device=rows.device).index_add_(0, view_of, rows) / per_view).sum())
+            logits.append(z)
+        ce = torch.stack(ces).sum()
+        kd = ce * 0.0
+        if cfg.use_kd and len(self.members) > 1 and len(tgt):
+            kd = ensemble_symmetric_kl([z[:, 1:] for z in logits], view_of, m, cfg.kd_temperature or cfg.tau)
+        return ce, kd
 
     def _logits_at_targets(self, net, hv: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if self.cfg.logits_at == "all":                 # every position, then the targets' rows (official way)

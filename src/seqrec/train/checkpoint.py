@@ -1,15 +1,22 @@
 """Checkpoints: plain data only (state dicts, tensors, numbers, the config as a dict), loadable with
-torch.load(weights_only=True), written atomically."""
+torch.load(weights_only=True), written atomically.
+
+Every checkpoint's "dataset" entry describes the data the model was trained on: n_items, attributes, the item and
+user vocabularies (original ids, seqrec.data.vocab) and the data's fingerprint (counts + item vocabulary hash), so
+that recommend / serve speak the file's ids and evaluate / resume refuse other data. `trained_on` reads them back;
+checkpoints written before vocabularies were stored read as an identity item vocabulary (ids are internal)."""
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from seqrec.config import config_from_dict
-from seqrec.data.dataset import ItemAttributes
+from seqrec.data.dataset import InteractionData, ItemAttributes
+from seqrec.data.vocab import Vocabulary, describe_fingerprint, same_data
 from seqrec.errors import SeqrecError
 from seqrec.models import DatasetInfo, build_model
 from seqrec.utils import atomic_torch_save
@@ -20,17 +27,64 @@ from seqrec.utils import atomic_torch_save
 UNREADABLE_CHECKPOINT_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError)
 
 
-def info_to_plain(info: DatasetInfo, dataset_name: str) -> dict:
+def info_to_plain(info: DatasetInfo, data: InteractionData) -> dict:
+    """The checkpoint's "dataset" entry: what a model needs to be rebuilt, the vocabularies and the fingerprint."""
     a = info.attributes
-    return {"n_items": info.n_items, "name": dataset_name,
+    return {"n_items": info.n_items, "name": data.name,
             "attributes": None if a is None else {"offsets": torch.from_numpy(a.offsets), "ids": torch.from_numpy(a.ids),
-                                                  "n_attributes": a.n_attributes}}
+                                                  "n_attributes": a.n_attributes},
+            "item_vocab": data.item_vocab.to_plain(), "user_vocab": data.user_vocab.to_plain(),
+            "fingerprint": data.fingerprint()}
 
 
 def info_from_plain(d: dict) -> DatasetInfo:
     a = d.get("attributes")
     attrs = None if a is None else ItemAttributes(np.asarray(a["offsets"]), np.asarray(a["ids"]), int(a["n_attributes"]))
     return DatasetInfo(int(d["n_items"]), attrs)
+
+
+@dataclass
+class TrainedOn:
+    """What a checkpoint records of the data its model was trained on."""
+    name: str
+    item_vocab: Vocabulary            # original id of each internal item id 1..n_items
+    user_vocab: Vocabulary | None     # None: written before vocabularies were stored
+    fingerprint: dict | None          # InteractionData.fingerprint(); None: written before fingerprints
+
+    @property
+    def ids_are_internal(self) -> bool:
+        """True for a checkpoint from before vocabularies: its item ids are the reader's internal 1..n_items."""
+        return self.user_vocab is None
+
+
+def trained_on(ckpt: dict, path: str | Path) -> TrainedOn:
+    """The data description of a loaded checkpoint (see `TrainedOn`)."""
+    d = ckpt["dataset"]
+    n_items = int(d["n_items"])
+    if "item_vocab" not in d:       # written before vocabularies: ids are internal
+        return TrainedOn(str(d.get("name", "")), Vocabulary.identity(n_items), None, None)
+    item_vocab = Vocabulary.from_plain(d["item_vocab"])
+    if len(item_vocab) != n_items:
+        raise SeqrecError(f"{path}: item vocabulary of {len(item_vocab)} ids for a model of {n_items} items; "
+                          f"the checkpoint is inconsistent")
+    return TrainedOn(str(d.get("name", "")), item_vocab, Vocabulary.from_plain(d["user_vocab"]),
+                     d.get("fingerprint"))
+
+
+def check_same_data(ckpt: dict, path: str | Path, data: InteractionData, purpose: str) -> None:
+    """Refuse data other than the checkpoint's (by fingerprint; by item count for checkpoints without one).
+
+    purpose: what was to be done, for the message ('evaluate', 'resume')."""
+    stored = trained_on(ckpt, path)
+    given = data.fingerprint()
+    if stored.fingerprint is None:
+        if data.n_items != len(stored.item_vocab):
+            raise SeqrecError(f"{path}: the model knows items 1..{len(stored.item_vocab)} but the data has "
+                              f"{data.n_items}; {purpose} on the dataset it was trained on")
+        return
+    if not same_data(stored.fingerprint, given):
+        raise SeqrecError(f"{path} was trained on {describe_fingerprint(stored.fingerprint)}, the data given is "
+                          f"{describe_fingerprint(given)}; expected the same dataset to {purpose}")
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

@@ -33,14 +33,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqrec.config import Config
+from seqrec.config import Config, config_from_dict
 from seqrec.data.batch import build_examples, causal_batch, epoch_batches, loss_norms, span_batch
-from seqrec.data.dataset import leave_one_out
 from seqrec.data.loader import BatchLoader, stream_seed
+from seqrec.data.loading import make_split
 from seqrec.errors import ConfigError, SeqrecError, TrainingDiverged
 from seqrec.eval.evaluator import evaluate
 from seqrec.models import DatasetInfo, build_model
-from seqrec.train.checkpoint import info_to_plain, load_checkpoint, save_checkpoint, upgrade_config
+from seqrec.train.checkpoint import (check_same_data, info_to_plain, load_checkpoint, save_checkpoint,
+                                     upgrade_config)
 from seqrec.train.distributed import (any_rank, barrier, broadcast_parameters, cleanup, from_rank0, gather,
                                       setup_distributed)
 from seqrec.train.manual import ManualOptimization
@@ -149,13 +150,12 @@ class Trainer:
             from seqrec.data.loading import load_dataset
             data = load_dataset(cfg.data)
         self.data = data
-        self.split = leave_one_out(data, cfg.data.short_users)
-        if self.split.n_short_users:
-            self.progress.end_epoch(
-                f"note: {self.split.n_short_users} users have fewer than 3 interactions and are not evaluated "
-                f"(data.short_users={cfg.data.short_users}: "
-                f"{'their items are used for training' if cfg.data.short_users == 'train_only' else 'dropped'})")
+        self.split = make_split(data, cfg.data)     # data.split: leave-one-out or temporal
+        if self.split.note:
+            self.progress.end_epoch(self.split.note)
         self.info = DatasetInfo(data.n_items, data.attributes)
+        # every checkpoint's description of the data (vocabularies, fingerprint): built once, saved every epoch
+        self.dataset_plain = info_to_plain(self.info, data)
         self.model = build_model(cfg.model, self.info).to(self.device)
         torch.set_num_threads(tc.threads or default_threads(self.model))
         self.model.prepare(self.split)          # training-data statistics some models need (no-op by default)
@@ -373,6 +373,7 @@ class Trainer:
             val = self.evaluate("valid")
             self.best_metric, self.best_epoch = val["metrics"][self.metric_name], self.epoch
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self._save_state(finished=True)  # best.pt: these are the weights the result is of
         self.model.load_state_dict(self.best_state)
         train_wall = self.elapsed()
         val = self.evaluate("valid")
@@ -408,7 +409,7 @@ class Trainer:
             "schedulers": [s.state_dict() for s in self.schedulers],
             "scaler": self.scaler.state_dict(),
             "config": self.cfg.to_dict(),
-            "dataset": info_to_plain(self.info, self.data.name),
+            "dataset": self.dataset_plain,
             "epoch": self.epoch,
             "best_metric": self.best_metric, "best_epoch": self.best_epoch, "bad_validations": self.bad_validations,
             "best_state": self.best_state,
@@ -435,7 +436,10 @@ class Trainer:
             raise SeqrecError("--resume needs --out DIR holding last.pt")
         path = self.out / "last.pt"
         ckpt = load_checkpoint(path)
-        check_resume_config(upgrade_config(ckpt["config"]), self.cfg.to_dict(), path)
+        # through config_from_dict: keys added since the run started (e.g. data.split) get their defaults
+        stored = config_from_dict(upgrade_config(ckpt["config"]), source=f"{path} (config)").to_dict()
+        check_resume_config(stored, self.cfg.to_dict(), path)
+        check_same_data(ckpt, path, self.data, "resume")     # the same config may read a changed file
         self.model.load_state_dict(ckpt["model"])
         for opt, sd in zip(self.optimizers, ckpt["optimizers"]):
             opt.load_state_dict(sd)
@@ -470,11 +474,11 @@ class Trainer:
         return {
             "method": mc.name,
             "dataset": self.data.name,
-            "protocol": {"split": "leave-one-out", "ranking": "full", "exclude": self.cfg.eval.exclude,
+            # the split's own entries first ("split": leave-one-out | temporal, its counts and cuts)
+            "protocol": {**self.split.protocol, "ranking": "full", "exclude": self.cfg.eval.exclude,
                          "max_len": mc.max_len, "history_len": self.model.history_len,
                          "ties": "rank = number of items scored strictly higher than the target",
-                         "users_evaluated": test["users"], "short_users": self.split.n_short_users,
-                         "short_users_policy": self.split.short_policy},
+                         "users_evaluated": test["users"], "valid_users_evaluated": val["users"]},
             "metrics": {"valid": val["metrics"], "test": test["metrics"]},
             "best_epoch": self.best_epoch, "epochs_run": self.epoch, "stopped_by": self.stopped_by,
             "wall_time_s": round(self.elapsed(), 3),

@@ -1,11 +1,12 @@
-"""A minimal JSON HTTP service over a Recommender (standard library only).
+"""The previous `seqrec serve` (until issue 15), kept only as the baseline of benchmarks/load_test.py: a JSON
+HTTP service on the standard library's ThreadingHTTPServer (HTTP/1.0, a thread per connection, no keep-alive,
+listen backlog 5). Do not use it to serve: seqrec.serve.app is the service.
 
-    seqrec serve runs/x/best.pt --port 8080
-    curl 'http://127.0.0.1:8080/recommend?history=12,7,93&k=10&exclude_history=1'
-    curl -X POST http://127.0.0.1:8080/recommend -d '{"histories": [[12, 7, 93], [4, 5]], "k": 5}'
+    python benchmarks/legacy_http_server.py runs/x/best.pt --port 8080
 
-GET /health -> {"status": "ok", "n_items": N}. Errors are JSON {"error": "..."} with status 400 (bad input) or 404.
+The code below is the old src/seqrec/serve/http.py unchanged (its bad-input handling included), plus main().
 """
+
 from __future__ import annotations
 
 import json
@@ -77,3 +78,27 @@ def make_handler(rec: Recommender):
 
 def make_server(rec: Recommender, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
     return ThreadingHTTPServer((host, port), make_handler(rec))
+
+
+def main() -> None:
+    import argparse
+    p = argparse.ArgumentParser(description="the previous seqrec HTTP server (a load-test baseline)")
+    p.add_argument("checkpoint")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    args = p.parse_args()
+    import torch
+    torch.set_num_threads(1)
+    server = make_server(Recommender.from_checkpoint(args.checkpoint), args.host, args.port)
+    print(f"serving {args.checkpoint} on http://{args.host}:{server.server_port} (legacy server; Ctrl-C to stop)",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
