@@ -38,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_result  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -47,7 +47,6 @@ from seqrec.data.batch import history_batch  # noqa: E402
 from seqrec.eval.evaluator import exclude_items  # noqa: E402
 from seqrec.eval.topk import sorted_desc  # noqa: E402
 from seqrec.serve.recommender import Recommender  # noqa: E402
-from seqrec.utils import atomic_write_json  # noqa: E402
 
 SCRATCH = ROOT / "benchmarks" / "scratch"
 CONFIG = "configs/sasrec/beauty.yaml"
@@ -269,10 +268,7 @@ def main() -> None:
         "results": results,
         "seconds": time.time() - t_start,
     }
-    folder = ROOT / "benchmarks" / ("scratch" if q else "results")          # a smoke test is not a result
-    path = Path(args.out) if args.out else folder / f"{out['name']}.json"
-    atomic_write_json(path, out)
-    print(f"wrote {path}")
+    write_result(out, smoke=q, path=args.out)
 
 
 if __name__ == "__main__":

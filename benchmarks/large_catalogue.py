@@ -30,9 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_result  # noqa: E402
 
-from seqrec.utils import atomic_write_json  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -231,10 +230,7 @@ def main() -> None:
         "results": results,
         "seconds": time.time() - t_start,
     }
-    folder = ROOT / "benchmarks" / ("scratch" if q else "results")          # a smoke test is not a result
-    path = Path(args.out) if args.out else folder / f"{out['name']}.json"
-    atomic_write_json(path, out)
-    print(f"wrote {path}")
+    write_result(out, smoke=q, path=args.out)
 
 
 if __name__ == "__main__":

@@ -26,3 +26,15 @@ def provenance(threads: int | None = None, device: str | torch.device | None = N
             "threads": threads if threads is not None else torch.get_num_threads(),
             "load_average": list(os.getloadavg()), "started": STARTED,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions()}
+
+
+def write_result(out: dict, smoke: bool = False, path=None):
+    """Write a benchmark's result dict atomically to `path`, or to benchmarks/results/<out['name']>.json
+    (benchmarks/scratch/ for a smoke test, which is not a result); prints and returns the path."""
+    from pathlib import Path
+    from seqrec.utils import atomic_write_json
+    folder = Path(__file__).resolve().parent / ("scratch" if smoke else "results")
+    path = Path(path) if path else folder / f"{out['name']}.json"
+    atomic_write_json(path, out)
+    print(f"wrote {path}")
+    return path
