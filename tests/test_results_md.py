@@ -19,11 +19,16 @@ def test_rows_come_from_the_files(tmp_path):
            "config": {"train": {"examples": "prefix"}}, "benchmark": {"first_reached_by_selected_checkpoint":
                                                                     {"elapsed_s": 297.8}}}
     (res / "sasrec_x.json").write_text(json.dumps(acc))
+    # one variant of a comparison, written by its own process: a row of its run
+    (res / "cmp_part_z.json").write_text(json.dumps({"kind": "accuracy_part", "variant": "z",
+                                                     "result": {**acc, "method": "mqsa_ted", "best_epoch": 7}}))
     (res / "speed_y.json").write_text(json.dumps({"kind": "speed", "description": "a speed test",
                                                   "summary": {"ratio": 6.43}}))
     out = tmp_path / "RESULTS.md"
-    assert write_results_md(res, out) == 2
+    assert write_results_md(res, out) == 3
     text = out.read_text()
+    part = next(line for line in text.splitlines() if line.startswith("| cmp_part_z |"))
+    assert "| mqsa_ted |" in part and "| 0.0829 | 0.0406 | 0.1146 | 0.0486 | 7 / 34 |" in part
     row = next(line for line in text.splitlines() if line.startswith("| sasrec_x |"))
     assert "| prefix | none | 0.0829 | 0.0406 | 0.1146 | 0.0486 | 30 / 34 | time_budget | 1,447.8 | 297.8 |" in row
     assert "### speed_y" in text and "| ratio | 6.4300 |" in text

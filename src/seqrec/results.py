@@ -49,6 +49,9 @@ def render(results: list[tuple[str, dict]], folder: str) -> str:
              "ranking over all items; `split` is leave-one-out or temporal (validation / test cut as a quantile of "
              "the interaction times or a timestamp); `exclude` is the protocol's exclusion mode "
              "(docs/protocol.md).", ""]
+    # one variant of a comparison run as its own process (`"kind": "accuracy_part"`): its run's result is the row
+    results = [(n, r["result"]) if r.get("kind") == "accuracy_part" and isinstance(r.get("result"), dict) else (n, r)
+               for n, r in results]
     acc = [(n, r) for n, r in results if "metrics" in r and "test" in r.get("metrics", {})]
     by_ds: dict[str, list] = {}
     for n, r in acc:
