@@ -77,3 +77,14 @@ def event_log(n_users: int = 200, n_items: int = 60, seed: int = 0):
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
     frame = frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
     return frame, histories
+
+
+def one_line_error(exc_type, parts, fn, *args, **kwargs) -> str:
+    """Call fn, expect exc_type with a one-line message containing every string in parts; return the message."""
+    with pytest.raises(exc_type) as e:
+        fn(*args, **kwargs)
+    message = str(e.value)
+    assert "\n" not in message
+    for part in parts:
+        assert part in message, f"{part!r} not in {message!r}"
+    return message

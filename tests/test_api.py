@@ -11,7 +11,7 @@ import torch
 
 pd = pytest.importorskip("pandas")
 
-from conftest import TINY, event_log
+from conftest import TINY, event_log, one_line_error
 from seqrec import SeqRec
 from seqrec.errors import ConfigError, SeqrecError
 
@@ -30,16 +30,6 @@ def fitted(log):
     frame, _ = log
     return SeqRec("sasrec", overrides=TINY_MODEL).fit(frame, user_col="user_id", item_col="item_id",
                                                       time_col="timestamp")
-
-
-def one_line_error(exc_type, parts, fn, *args, **kwargs) -> str:
-    with pytest.raises(exc_type) as e:
-        fn(*args, **kwargs)
-    message = str(e.value)
-    assert "\n" not in message
-    for part in parts:
-        assert part in message, f"{part!r} not in {message!r}"
-    return message
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):

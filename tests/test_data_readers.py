@@ -17,6 +17,7 @@ from seqrec.data.loading import load_dataset, read_data_file
 from seqrec.data.readers import k_core_filter, read_attributes, read_inter, read_s3rec, read_table
 from seqrec.data.stats import check_dataset, dataset_stats, format_stats
 from seqrec.errors import ConfigError, DataError
+from conftest import one_line_error
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -32,13 +33,7 @@ def sequences(data) -> list[list[int]]:
 
 def raises(match_parts: list[str], fn, *args, **kwargs) -> str:
     """Call fn, expect a one-line DataError containing every string in match_parts; return the message."""
-    with pytest.raises(DataError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    for part in match_parts:
-        assert part in message, f"{part!r} not in {message!r}"
-    return message
+    return one_line_error(DataError, match_parts, fn, *args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------- s3rec
