@@ -24,10 +24,9 @@ import tempfile
 from pathlib import Path
 
 from seqrec.config import Config, apply_overrides, config_from_dict, read_yaml
+from seqrec.data.frames import FRAME_NAME
 from seqrec.errors import ConfigError, SeqrecError
 
-FRAME_NAME = "DataFrame"
-"""The name of data given as a frame (data.dataset in the config of a fitted model, and in messages)."""
 FROM_CONFIG = "<from config>"
 """Default of fit's column arguments: use the config's data.user_col / item_col / time_col."""
 
@@ -137,7 +136,7 @@ class SeqRec:
     def save(self, path: str | Path) -> Path:
         """Write the fitted model to one file (atomically): a checkpoint as `best.pt` plus the training
         interactions. `seqrec recommend PATH ...` accepts it. Returns the path."""
-        from seqrec.train.checkpoint import save_checkpoint
+        from seqrec.train.checkpoint import interactions_to_plain, save_checkpoint
         self._fitted()
         path = Path(path)
         if path.is_dir():
@@ -165,6 +164,7 @@ class SeqRec:
         return self._recommender
 
     def _training_data(self):
+        from seqrec.train.checkpoint import checkpoint_data
         if self._data is None:        # a checkpoint of `seqrec train`: read its data when first needed
             self._data = checkpoint_data(self._checkpoint, self._checkpoint_path)
         return self._data
@@ -224,46 +224,3 @@ def _to_pandas(df):
                               f"pip install seqrec[parquet]") from None
     raise SeqrecError(f"SeqRec.fit: expected a pandas or polars DataFrame, got {type(df).__module__}."
                       f"{type(df).__name__}")
-
-
-def interactions_to_plain(data) -> dict:
-    """The users' sequences of an InteractionData as plain data for a checkpoint (torch.load(weights_only=True)).
-    The vocabularies are not repeated: the checkpoint's "dataset" entry holds them (seqrec.train.checkpoint)."""
-    import torch
-    return {"name": data.name, "source": data.source, "items": torch.from_numpy(data.items),
-            "offsets": torch.from_numpy(data.offsets),
-            "times": None if data.times is None else torch.from_numpy(data.times)}
-
-
-def interactions_from_plain(d: dict, ckpt: dict, path: str | Path = "checkpoint"):
-    """The InteractionData `interactions_to_plain` stored in checkpoint `ckpt` (read from `path`), with the
-    checkpoint's vocabularies."""
-    import numpy as np
-
-    from seqrec.data.dataset import InteractionData
-    from seqrec.data.vocab import same_data
-    from seqrec.train.checkpoint import trained_on
-    vocabs = trained_on(ckpt, path)
-    times = None if d["times"] is None else np.asarray(d["times"], dtype=np.float64)
-    data = InteractionData(d["name"], np.asarray(d["items"], dtype=np.int64),
-                           np.asarray(d["offsets"], dtype=np.int64), vocabs.item_vocab, vocabs.user_vocab,
-                           source=d["source"], times=times)
-    if vocabs.fingerprint is not None and not same_data(vocabs.fingerprint, data.fingerprint()):
-        raise SeqrecError(f"{path}: the stored interactions do not match the checkpoint's data description; "
-                          f"the file is inconsistent")
-    return data
-
-
-def checkpoint_data(ckpt: dict, path: str | Path):
-    """The interactions a checkpoint's model was trained on (every user's history, for recommending to the data's
-    users): those stored in it (a file of SeqRec.save), else the data its config names (a run of `seqrec train`:
-    same file, format, columns and k-core)."""
-    from seqrec.data.loading import load_dataset
-    from seqrec.train.checkpoint import upgrade_config
-    if "interactions" in ckpt:
-        return interactions_from_plain(ckpt["interactions"], ckpt, path)
-    data = config_from_dict(upgrade_config(ckpt["config"]), source=f"{path} (config)").data
-    if data.dataset == FRAME_NAME and data.path is None:
-        raise SeqrecError(f"{path}: trained on a DataFrame and holds no interactions, which recommending to the "
-                          f"data's users needs; use the file SeqRec.save wrote, or recommend_for_histories")
-    return load_dataset(data)

@@ -78,16 +78,11 @@ def load_batch_inputs(checkpoint: str | Path, users: str) -> tuple:
     """(Recommender, the data it was trained on, user rows) for `seqrec recommend CKPT --users all|FILE`.
     The data: the interactions stored in the checkpoint (SeqRec.save), else those its config names (data section
     as trained: same file, format, columns and k-core). users: 'all' or a file for read_user_file."""
-    from seqrec.data.loading import load_dataset
     from seqrec.serve.recommender import Recommender
-    from seqrec.train.checkpoint import load_checkpoint
+    from seqrec.train.checkpoint import checkpoint_data, load_checkpoint
     rec = Recommender.from_checkpoint(checkpoint)
     ckpt = load_checkpoint(checkpoint)      # again, for the interactions SeqRec.save stores beside the model
-    if "interactions" in ckpt:
-        from seqrec.api import interactions_from_plain
-        data = interactions_from_plain(ckpt["interactions"], ckpt)
-    else:
-        data = load_dataset(rec.config.data)
+    data = checkpoint_data(ckpt, checkpoint)
     rows = user_rows(data, None) if users == "all" else read_user_file(users, data.user_vocab)
     return rec, data, rows
 

@@ -123,3 +123,41 @@ def model_from_checkpoint(path: str | Path):
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, cfg, ckpt
+
+
+# --- the training interactions (what recommending to the data's users needs) -------------------------------
+def interactions_to_plain(data) -> dict:
+    """The users' sequences of an InteractionData as plain data for a checkpoint (torch.load(weights_only=True)).
+    The vocabularies are not repeated: the checkpoint's "dataset" entry holds them (seqrec.train.checkpoint)."""
+    return {"name": data.name, "source": data.source, "items": torch.from_numpy(data.items),
+            "offsets": torch.from_numpy(data.offsets),
+            "times": None if data.times is None else torch.from_numpy(data.times)}
+
+
+def interactions_from_plain(d: dict, ckpt: dict, path: str | Path = "checkpoint"):
+    """The InteractionData `interactions_to_plain` stored in checkpoint `ckpt` (read from `path`), with the
+    checkpoint's vocabularies."""
+    vocabs = trained_on(ckpt, path)
+    times = None if d["times"] is None else np.asarray(d["times"], dtype=np.float64)
+    data = InteractionData(d["name"], np.asarray(d["items"], dtype=np.int64),
+                           np.asarray(d["offsets"], dtype=np.int64), vocabs.item_vocab, vocabs.user_vocab,
+                           source=d["source"], times=times)
+    if vocabs.fingerprint is not None and not same_data(vocabs.fingerprint, data.fingerprint()):
+        raise SeqrecError(f"{path}: the stored interactions do not match the checkpoint's data description; "
+                          f"the file is inconsistent")
+    return data
+
+
+def checkpoint_data(ckpt: dict, path: str | Path):
+    """The interactions a checkpoint's model was trained on (every user's history, for recommending to the data's
+    users): those stored in it (a file of SeqRec.save), else the data its config names (a run of `seqrec train`:
+    same file, format, columns and k-core)."""
+    from seqrec.data.frames import FRAME_NAME
+    from seqrec.data.loading import load_dataset
+    if "interactions" in ckpt:
+        return interactions_from_plain(ckpt["interactions"], ckpt, path)
+    data = config_from_dict(upgrade_config(ckpt["config"]), source=f"{path} (config)").data
+    if data.dataset == FRAME_NAME and data.path is None:
+        raise SeqrecError(f"{path}: trained on a DataFrame and holds no interactions, which recommending to the "
+                          f"data's users needs; use the file SeqRec.save wrote, or recommend_for_histories")
+    return load_dataset(data)
