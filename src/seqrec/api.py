@@ -23,8 +23,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from seqrec.config import Config, apply_overrides, config_from_dict, read_yaml
-from seqrec.data.frames import FRAME_NAME
+from seqrec.config import FRAME_DATASET, Config, apply_overrides, config_from_dict, read_yaml
 from seqrec.errors import ConfigError, SeqrecError
 
 FROM_CONFIG = "<from config>"
@@ -80,7 +79,7 @@ class SeqRec:
         user_col = dc.user_col if user_col == FROM_CONFIG else user_col
         item_col = dc.item_col if item_col == FROM_CONFIG else item_col
         time_col = dc.time_col if time_col == FROM_CONFIG else time_col
-        data = read_frame(_to_pandas(df), user_col, item_col, time_col, dc.k_core, name=FRAME_NAME)
+        data = read_frame(_to_pandas(df), user_col, item_col, time_col, dc.k_core, name=FRAME_DATASET)
         # the config records the frame's columns
         d = self.config.to_dict()
         d["data"].update(user_col=user_col, item_col=item_col, time_col=time_col)
@@ -196,7 +195,7 @@ def _resolve_config(model: str | None, config, overrides: list[str]) -> Config:
     d = apply_overrides(d, overrides)
     # the data are the frame given to fit, whatever file the config names (config checks that depend on the
     # source, e.g. that a temporal split has timestamps, then apply to the frame)
-    d["data"] = {**(d.get("data") or {}), "dataset": FRAME_NAME, "path": None, "format": "auto"}
+    d["data"] = {**(d.get("data") or {}), "dataset": FRAME_DATASET, "path": None, "format": "auto"}
     return config_from_dict(d, source=str(config) if isinstance(config, (str, Path)) else "SeqRec config")
 
 

@@ -52,6 +52,11 @@ def check_range(where: str, value: Any, lo: float | None = None, hi: float | Non
         raise ConfigError(f"{where}: invalid value {value!r}; expected a number {' and '.join(s for s in (lo_s, hi_s) if s)}")
 
 
+FRAME_DATASET = "DataFrame"
+"""data.dataset of a model fitted on a DataFrame (seqrec.api.SeqRec.fit): its interactions are in the saved model,
+not in a file the config could name."""
+
+
 @dataclass
 class DataConfig:
     """Where the interactions come from and how they are cleaned."""

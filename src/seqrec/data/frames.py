@@ -14,9 +14,6 @@ from seqrec.data.dataset import InteractionData
 from seqrec.data.readers import MISSING_MARKERS, _missing_id, _parse_times, build_from_rows
 from seqrec.errors import DataError
 
-FRAME_NAME = "DataFrame"
-"""The name of data given as a frame (data.dataset in the config of a model fitted on one, and in messages)."""
-
 
 def frame_columns(frame, user_col: str, item_col: str, time_col: str | None, where: str):
     """(users, items, times or None) of a pandas DataFrame, every row validated.

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqrec.config import config_from_dict
+from seqrec.config import FRAME_DATASET, config_from_dict
 from seqrec.data.dataset import InteractionData, ItemAttributes
 from seqrec.data.vocab import Vocabulary, describe_fingerprint, same_data
 from seqrec.errors import SeqrecError
@@ -152,12 +152,11 @@ def checkpoint_data(ckpt: dict, path: str | Path):
     """The interactions a checkpoint's model was trained on (every user's history, for recommending to the data's
     users): those stored in it (a file of SeqRec.save), else the data its config names (a run of `seqrec train`:
     same file, format, columns and k-core)."""
-    from seqrec.data.frames import FRAME_NAME
     from seqrec.data.loading import load_dataset
     if "interactions" in ckpt:
         return interactions_from_plain(ckpt["interactions"], ckpt, path)
     data = config_from_dict(upgrade_config(ckpt["config"]), source=f"{path} (config)").data
-    if data.dataset == FRAME_NAME and data.path is None:
+    if data.dataset == FRAME_DATASET and data.path is None:
         raise SeqrecError(f"{path}: trained on a DataFrame and holds no interactions, which recommending to the "
                           f"data's users needs; use the file SeqRec.save wrote, or recommend_for_histories")
     return load_dataset(data)
