@@ -22,6 +22,17 @@ where every product is an mm/addmm/bmm) against the GEMM rate measured in the sa
     python benchmarks/emkd_speed.py --fused --batches 5 --threads 1  # ~10 min on one core
 
 Writes benchmarks/results/emkd_speed_fused_cpu.json.
+
+--against REV: today's code against the code of an earlier commit (the one an issue was measured on), each in its
+own worker process started from that commit's src/ (extracted with `git archive`, the repository untouched), with
+the same config, batches (checked) and per-step seeds (so the same masks and dropout draws where the two versions
+draw them alike: the loss values are recorded side by side). The parent asks the two workers for one training step
+at a time, alternating which goes first; each reports its CPU time (process time) of forward + loss, backward and
+Adam, and at the end its peak RSS (VmHWM).
+
+    python benchmarks/emkd_speed.py --against b6a6ce5 --batches 6 --warmup 2 --threads 1
+
+Writes benchmarks/results/emkd_speed_vs_<REV>_cpu.json.
 """
 from __future__ import annotations
 
@@ -313,6 +324,151 @@ def run_fused_comparison(args) -> None:
 
 
 
+# --- --against REV: this tree's step vs an earlier commit's, interleaved in two worker processes -------------------
+
+AGAINST_WORKER = r"""
+import json, sys, time
+import torch
+spec = json.loads(sys.argv[1])
+torch.set_num_threads(spec["threads"])
+from seqrec.config import load_config
+from seqrec.data.batch import build_examples, epoch_batches, span_batch
+from seqrec.data.dataset import leave_one_out
+from seqrec.data.loading import load_dataset
+from seqrec.models import DatasetInfo, build_model
+cfg = load_config(spec["config"], spec["overrides"])
+data = load_dataset(cfg.data)
+split = leave_one_out(data, cfg.data.short_users)
+torch.manual_seed(cfg.train.seed)
+model = build_model(cfg.model, DatasetInfo(data.n_items, data.attributes))
+examples = build_examples(split, cfg.train.examples, model.span_len, cfg.train.window_step, min_len=1)
+batches = epoch_batches(examples.lengths, cfg.train.batch_size, cfg.train.seed, 1, cfg.train.bucket,
+                        cfg.train.bucket_factor)[: spec["n_batches"]]
+opt = model.configure_optimizers(cfg.train)[0]
+model.train()
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+print(json.dumps({"ready": True, "batches": [[int(i) for i in idx] for idx in batches]}), flush=True)
+for line in sys.stdin:
+    i = int(line)
+    if i < 0:
+        break
+    batch = span_batch(data.items, examples, batches[i])
+    torch.manual_seed(cfg.train.seed + i)
+    t0 = time.process_time()
+    out = model.loss(batch)
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    opt.step()
+    dt = time.process_time() - t0
+    print(json.dumps({"cpu_s": dt, "width": int(batch.items.shape[1]),
+                      "terms": {k: float(v.detach()) for k, v in out.items()}}), flush=True)
+print(json.dumps({"peak_rss_mb": peak_mb()}), flush=True)
+"""
+
+
+class StepWorker:
+    """A worker process running AGAINST_WORKER on the seqrec source tree `src` (one line per request/answer)."""
+
+    def __init__(self, name: str, src: Path, spec: dict):
+        self.name = name
+        env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(spec["threads"])}
+        self.proc = subprocess.Popen([sys.executable, "-c", AGAINST_WORKER, json.dumps(spec)], env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(ROOT))
+
+    def read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.name} ended early (exit code {self.proc.wait()})")
+        return json.loads(line)
+
+    def ask(self, i: int) -> dict:
+        self.proc.stdin.write(f"{i}\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> dict:
+        last = self.ask(-1)
+        self.proc.wait()
+        return last
+
+
+def extract_tree(rev: str, dest: Path) -> str:
+    """src/ and configs/ of commit `rev` into dest (git archive: the repository and its work tree untouched);
+    returns the full commit hash."""
+    full = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT, capture_output=True,
+                          text=True)
+    if full.returncode != 0:
+        raise SystemExit(f"--against: {rev!r} is not a commit of this repository")
+    archive = subprocess.run(["git", "archive", full.stdout.strip(), "src", "configs"], cwd=ROOT,
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return full.stdout.strip()
+
+
+def run_against(args) -> None:
+    import tempfile
+    t_start = time.perf_counter()
+    load_start = list(os.getloadavg())
+    overrides = width_overrides(args.d, args.threads)
+    n = args.warmup + args.batches
+    with tempfile.TemporaryDirectory(prefix="emkd_against_") as tmp:
+        old_commit = extract_tree(args.against, Path(tmp))
+        workers = {
+            "then": StepWorker("then", Path(tmp) / "src",
+                               {"config": str(Path(tmp) / "configs/emkd/beauty.yaml"), "overrides": overrides,
+                                "threads": args.threads, "n_batches": n}),
+            "now": StepWorker("now", ROOT / "src", {"config": args.config, "overrides": overrides,
+                                                    "threads": args.threads, "n_batches": n}),
+        }
+        ready = {k: w.read() for k, w in workers.items()}
+        if ready["then"]["batches"] != ready["now"]["batches"]:
+            raise SystemExit("--against: the two versions form different batches; the comparison would not be "
+                             "side by side")
+        steps = {k: [] for k in workers}
+        for i in range(n):
+            order = list(workers) if i % 2 == 0 else list(workers)[::-1]
+            for k in order:
+                steps[k].append(workers[k].ask(i))
+            print(f"batch {i} (width {steps['now'][-1]['width']}): " + ", ".join(
+                f"{k} {steps[k][-1]['cpu_s']:.2f} s" for k in workers) + (" (warm-up)" if i < args.warmup else ""),
+                flush=True)
+        peaks = {k: w.close()["peak_rss_mb"] for k, w in workers.items()}
+    timed = {k: [s["cpu_s"] for s in v[args.warmup:]] for k, v in steps.items()}
+    mean = {k: float(np.mean(v)) for k, v in timed.items()}
+    ratio = mean["then"] / mean["now"]
+    print(f"then {mean['then']:.2f} s, now {mean['now']:.2f} s per step: {ratio:.2f}x", flush=True)
+    cfg = load_config(args.config, overrides)
+    result = {
+        "kind": "speed", "name": f"emkd_speed_vs_{args.against}_cpu",
+        "description": (f"EMKD training step on Beauty (configs/emkd/beauty.yaml: N 3, M 8, max_len 15, batch 256; "
+                        f"d {args.d}, FFN {4 * args.d}): this commit's code against commit {old_commit[:7]}'s, each "
+                        "in its own worker process, the same batches and per-step seeds, steps interleaved "
+                        "(alternating which goes first), CPU time of forward + loss, backward and Adam."),
+        "summary": {"d": args.d, "against_commit": old_commit, "batches_timed": args.batches,
+                    "cpu_seconds_per_step_then": round(mean["then"], 3),
+                    "cpu_seconds_per_step_now": round(mean["now"], 3), "speedup": round(ratio, 2),
+                    "peak_rss_mb_then": round(peaks["then"]), "peak_rss_mb_now": round(peaks["now"])},
+        "step_cpu_seconds": {k: [round(x, 3) for x in v] for k, v in timed.items()},
+        "batch_widths": [s["width"] for s in steps["now"][args.warmup:]],
+        "loss_terms": {k: [s["terms"] for s in v] for k, v in steps.items()},
+        "load_average_at_start": load_start,
+        **provenance(args.threads, "cpu"),
+        "config": cfg.to_dict(),
+        "protocol": {"what": "training step CPU time (process time: forward + loss, backward, Adam step), no "
+                             "evaluation", "batches": "the first batches of epoch 1 (seeded, length-bucketed), "
+                             "identical in both versions (checked)", "warmup": args.warmup,
+                     "order": "the two versions interleaved per batch, alternating first",
+                     "memory": "each worker's VmHWM at the end (data, model, optimiser state and the steps)"},
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+    }
+    out = Path(args.out) if args.out else ROOT / "benchmarks/results" / f"emkd_speed_vs_{args.against}_cpu.json"
+    atomic_write_json(out, result)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs/emkd/beauty.yaml"))
@@ -323,13 +479,17 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="30 timed batches per mode (for a GPU)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--fused", action="store_true", help="fused vs dense item losses (see above), CPU")
-    ap.add_argument("--d", type=int, default=64, help="--fused: model width of the speed comparison (FFN 4d)")
+    ap.add_argument("--d", type=int, default=64, help="--fused / --against: model width of the speed comparison (FFN 4d)")
+    ap.add_argument("--against", metavar="REV", help="this code's step vs commit REV's (see above), CPU")
     ap.add_argument("--memory-steps", type=int, default=2,
                     help="--fused: steps per peak-memory process (0: no memory measurement)")
     args = ap.parse_args()
     if args.full:
         args.batches = 30
     torch.set_num_threads(args.threads)
+    if args.against:
+        run_against(args)
+        return
     if args.fused:
         run_fused_comparison(args)
         return

@@ -129,6 +129,17 @@ def test_emkd_divides_by_expected_counts_in_bucketed_batches():
     expected = model.loss(rows_times_tokens)["ce"]
     torch.manual_seed(0)
     doubled = model.loss(Batch(items, lengths, token_norm=120.0))["ce"]
-    # the draws were the same (same seed); the own count of each view is ~ 0.5 x 60
-    assert abs(float(expected) / float(own) - 1) < 0.35
+    # the draws were the same (same seed; the views are the loss's first draw): per view, own = S_v / c_v and
+    # expected = S_v / (0.5 x 60), so for a single view their ratio is exactly c / 30
     torch.testing.assert_close(doubled, expected / 2)
+    cfg.model.n_views = 1
+    cfg.model.use_icl = cfg.model.use_ccl = False
+    single = build_model(cfg.model, DatasetInfo(30, None))
+    torch.manual_seed(0)
+    own = single.loss(batch)["ce"]
+    torch.manual_seed(0)
+    expected = single.loss(rows_times_tokens)["ce"]
+    torch.manual_seed(0)
+    chosen = single.make_views(items, lengths, None)[3]
+    assert 0 < int(chosen.sum()) != 30                               # the two normalisers differ here
+    torch.testing.assert_close(expected / own, chosen.sum().float() / 30.0)

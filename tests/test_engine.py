@@ -66,19 +66,21 @@ def test_host_syncs_per_training_step(name, examples):
         assert len(counter.ops) <= allowed, f"{name}: {counter.ops}"
 
 
-SAMPLED_LOSSES = [("sampled_softmax", "uniform"), ("sampled_softmax", "popularity"), ("sampled_softmax", "in_batch"),
-                  ("gbce", "uniform")]
+SAMPLED_LOSSES = [("sampled_softmax", "uniform", "batch"), ("sampled_softmax", "popularity", "batch"),
+                  ("sampled_softmax", "in_batch", "batch"), ("gbce", "uniform", "batch"),
+                  ("sampled_softmax", "popularity", "row")]       # per-row [K, N] draws and gathers
 
 
-@pytest.mark.parametrize("loss, sampler", SAMPLED_LOSSES)
+@pytest.mark.parametrize("loss, sampler, per", SAMPLED_LOSSES)
 @pytest.mark.parametrize("name", ("sasrec", "gru4rec", "bert4rec", "cl4srec"))
-def test_host_syncs_per_training_step_of_the_sampled_losses(name, loss, sampler):
+def test_host_syncs_per_training_step_of_the_sampled_losses(name, loss, sampler, per):
     # negatives drawn on the device (randint / inverse-CDF searchsorted / the batch's targets): still no sync
-    trainer = make_trainer(name, f"model.loss={loss}", f"model.negative_sampler={sampler}", "model.negatives=16")
+    trainer = make_trainer(name, f"model.loss={loss}", f"model.negative_sampler={sampler}", "model.negatives=16",
+                           f"model.negatives_per={per}")
     for batch in trainer.loader.epoch(1, trainer._epoch_batches(1)[:2]):
         with SyncCounter() as counter:
             trainer.training_step(batch)
-        assert counter.ops == [], f"{name} {loss} {sampler}: {counter.ops}"
+        assert counter.ops == [], f"{name} {loss} {sampler} {per}: {counter.ops}"
 
 
 def test_losses_are_read_back_only_every_log_every_batches():

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from seqrec.config import load_config, model_config_from_dict
 from seqrec.errors import ConfigError
@@ -27,6 +28,22 @@ def make_inputs(bias: bool, seed: int = 0):
     return h, w, b, y, neg
 
 
+# per-row negatives [K, N] for make_inputs' targets y = [3, 1, 12, 5, 3, 7, 9]: hits (twice in row 0), another row's
+# target that is no hit in this row (3 in row 1), a row whose negatives are all hits (row 5), a row without hits
+ROW_NEGATIVES = torch.tensor([[3, 2, 5, 3, 11],
+                              [3, 2, 4, 6, 8],
+                              [12, 1, 1, 10, 5],
+                              [6, 7, 8, 9, 10],
+                              [5, 3, 2, 4, 11],
+                              [7, 7, 7, 7, 7],
+                              [1, 12, 9, 2, 4]])
+
+
+def negatives_of_row(neg, k):
+    """Row k's negatives: neg [N] shared by all rows, or neg [K, N] per row."""
+    return (neg[k] if neg.dim() == 2 else neg).tolist()
+
+
 def rows_fn(w, b):
     return lambda ids: (w[ids], None if b is None else b[ids])
 
@@ -37,13 +54,14 @@ def logit(h, w, b, k, i):
 
 
 def naive_sampled_softmax(h, w, b, y, neg, log_q):
-    """Per row: -log of exp(o+) / (exp(o+) + sum over negatives != target of exp(o_j)), o = logit - log Q."""
+    """Per row: -log of exp(o+) / (exp(o+) + sum over the row's negatives != target of exp(o_j)),
+    o = logit - log Q."""
     vals = []
     for k in range(h.shape[0]):
         yk = int(y[k])
         pos = logit(h, w, b, k, yk) - log_q(yk)
         terms = [pos]
-        for j in neg.tolist():
+        for j in negatives_of_row(neg, k):
             if j != yk:
                 terms.append(logit(h, w, b, k, j) - log_q(j))
         vals.append(torch.logsumexp(torch.stack(terms), 0) - pos)
@@ -51,15 +69,16 @@ def naive_sampled_softmax(h, w, b, y, neg, log_q):
 
 
 def naive_gbce(h, w, b, y, neg, beta):
-    """Per row: -1/(N + 1) [beta log sigma(s+) + sum over negatives != target of log(1 - sigma(s_j))]."""
+    """Per row: -1/(N + 1) [beta log sigma(s+) + sum over the row's negatives != target of log(1 - sigma(s_j))]."""
     vals = []
     for k in range(h.shape[0]):
         yk = int(y[k])
         total = beta * torch.log(torch.sigmoid(logit(h, w, b, k, yk)))
-        for j in neg.tolist():
+        row = negatives_of_row(neg, k)
+        for j in row:
             if j != yk:
                 total = total + torch.log(1 - torch.sigmoid(logit(h, w, b, k, j)))
-        vals.append(-total / (len(neg) + 1))
+        vals.append(-total / (len(row) + 1))
     return torch.stack(vals).mean()
 
 
@@ -88,6 +107,71 @@ def test_gbce_matches_loop(bias, chunk):
     beta = gbce_beta(len(neg), 12, 0.75)
     got = gbce_loss(h, y, rows_fn(w, b), neg, beta, chunk_rows=chunk)
     check_against(got, naive_gbce(h, w, b, y, neg, beta), [p for p in (h, w, b) if p is not None])
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+@pytest.mark.parametrize("bias", [False, True])
+def test_per_row_sampled_softmax_with_log_q_matches_loop(bias, chunk):
+    h, w, b, y, _ = make_inputs(bias, seed=4)
+    neg = ROW_NEGATIVES
+    q = torch.rand(13, generator=torch.Generator().manual_seed(5)) + 0.1
+    log_q = torch.log(q / q[1:].sum())
+    got = sampled_softmax_loss(h, y, rows_fn(w, b), neg, log_q[y], log_q[neg], chunk_rows=chunk)   # 3 does not divide 7
+    ref = naive_sampled_softmax(h, w, b, y, neg, lambda i: float(log_q[i]))
+    check_against(got, ref, [p for p in (h, w, b) if p is not None])
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+@pytest.mark.parametrize("bias", [False, True])
+def test_per_row_gbce_matches_loop(bias, chunk):
+    h, w, b, y, _ = make_inputs(bias, seed=5)
+    beta = gbce_beta(ROW_NEGATIVES.shape[1], 12, 0.75)
+    got = gbce_loss(h, y, rows_fn(w, b), ROW_NEGATIVES, beta, chunk_rows=chunk)
+    check_against(got, naive_gbce(h, w, b, y, ROW_NEGATIVES, beta), [p for p in (h, w, b) if p is not None])
+
+
+def test_per_row_negatives_repeated_per_row_are_the_shared_ones():
+    h, w, b, y, neg = make_inputs(True, seed=6)
+    log_q = torch.log(torch.rand(13, generator=torch.Generator().manual_seed(7)) + 0.1)
+    rows = neg.expand(len(y), -1)
+    for chunk in (0, 3):
+        torch.testing.assert_close(
+            sampled_softmax_loss(h, y, rows_fn(w, b), rows, log_q[y], log_q[rows], chunk),
+            sampled_softmax_loss(h, y, rows_fn(w, b), neg, log_q[y], log_q[neg], chunk))
+        torch.testing.assert_close(gbce_loss(h, y, rows_fn(w, b), rows, 0.4, chunk),
+                                   gbce_loss(h, y, rows_fn(w, b), neg, 0.4, chunk))
+    with pytest.raises(ValueError, match="shape"):
+        sampled_softmax_loss(h, y, rows_fn(w, b), rows, log_q[y], log_q[neg])
+
+
+def test_per_row_negatives_are_gathered_one_chunk_at_a_time():
+    # with chunk_rows, each checkpointed chunk gathers only its own rows' [rows, N] negatives (forward and recompute)
+    h, w, b, y, _ = make_inputs(True, seed=8)
+    sizes = []
+
+    def rows(ids):
+        sizes.append(ids.numel())
+        return w[ids], b[ids]
+    gbce_loss(h, y, rows, ROW_NEGATIVES, 0.5, chunk_rows=3).backward()
+    assert max(sizes) == 3 * ROW_NEGATIVES.shape[1]
+    assert sizes.count(3 * ROW_NEGATIVES.shape[1]) == 4                   # 2 full chunks, forward + recompute
+
+
+def test_per_row_accidental_hits_are_masked_per_row():
+    # row 0's negatives are all its own target: no negative term; row 1 gets the same item, which is a negative there
+    h, w, _, _, _ = make_inputs(False)
+    h, y = h[:2], torch.tensor([4, 6])
+    neg = torch.tensor([[4, 4, 4], [4, 4, 4]])
+    zero = torch.zeros(3)
+    per_row = [sampled_softmax_loss(h[k:k + 1], y[k:k + 1], rows_fn(w, None), neg[k:k + 1], zero[:1],
+                                    zero[None, :]).item() for k in (0, 1)]
+    s = h.double() @ w.double().T
+    assert per_row[0] == 0.0
+    assert per_row[1] == pytest.approx(float(torch.logsumexp(torch.stack([s[1, 6]] + [s[1, 4]] * 3), 0) - s[1, 6]),
+                                       rel=1e-5)
+    pos_only = F.softplus(-s[0, 4]) * 0.5 / 4                              # row 0: beta softplus(-s+) / (N + 1)
+    both = (0.5 * F.softplus(-s[1, 6]) + 3 * F.softplus(s[1, 4])) / 4
+    assert gbce_loss(h, y, rows_fn(w, None), neg, 0.5).item() == pytest.approx(float(pos_only + both) / 2, rel=1e-5)
 
 
 def test_gbce_beta_is_the_papers():
@@ -177,6 +261,67 @@ def test_negatives_come_from_the_global_rng():
     a = s.sample(torch.tensor([1]))[0]
     torch.manual_seed(7)
     assert torch.equal(a, s.sample(torch.tensor([1]))[0])
+    pop = NegativeSampler("popularity", 50, 8, per="row")
+    pop.set_counts(torch.arange(51))
+    for per_row in (NegativeSampler("uniform", 50, 8, per="row"), pop):
+        y = torch.tensor([1, 2, 3])
+        torch.manual_seed(7)
+        a = per_row.sample(y)[0]
+        torch.manual_seed(7)
+        assert torch.equal(a, per_row.sample(y)[0])
+        assert not torch.equal(a, per_row.sample(y)[0])                        # the RNG moved on
+
+
+def test_default_batch_negatives_are_drawn_as_before():
+    # negatives_per=batch (the default) makes the very draws of the shared sampler: one [N] randint / rand per batch
+    cfg = model_config_from_dict({"name": "sasrec", "loss": "sampled_softmax", "negatives": 8})
+    assert cfg.negatives_per == "batch" and NegativeSampler.from_config(cfg, 50).per == "batch"
+    assert NegativeSampler("uniform", 50, 8).per == "batch"
+    y = torch.tensor([1, 2, 3])
+    torch.manual_seed(3)
+    neg, lq_neg, lq_pos = NegativeSampler.from_config(cfg, 50).sample(y)
+    torch.manual_seed(3)
+    assert torch.equal(neg, torch.randint(1, 51, (8,))) and lq_neg.shape == (8,) and lq_pos.shape == (3,)
+    pop = NegativeSampler("popularity", 50, 8)
+    pop.set_counts(torch.arange(51))
+    torch.manual_seed(3)
+    neg = pop.sample(y)[0]
+    torch.manual_seed(3)
+    assert torch.equal(neg, torch.searchsorted(pop.cdf, torch.rand(8, dtype=torch.float64), right=True) + 1)
+
+
+def test_per_row_uniform_sampler_shapes_and_range():
+    torch.manual_seed(0)
+    y = torch.tensor([1, 2, 3, 4])
+    neg, lq_neg, lq_pos = NegativeSampler("uniform", 20, 5000, per="row").sample(y)
+    assert neg.shape == lq_neg.shape == (4, 5000) and lq_pos.shape == (4,) and neg.dtype == torch.long
+    assert neg.min() >= 1 and neg.max() <= 20
+    assert all(set(row.tolist()) == set(range(1, 21)) for row in neg)     # every row covers every item
+    assert not torch.equal(neg[0], neg[1])                                 # rows draw their own
+    assert torch.allclose(lq_neg, torch.tensor(-math.log(20))) and torch.allclose(lq_pos, torch.tensor(-math.log(20)))
+
+
+def test_per_row_popularity_sampler_follows_the_counts():
+    counts = torch.tensor([0, 5, 0, 1, 10, 4, 0, 30])
+    s = NegativeSampler("popularity", 7, 50_000, per="row")
+    s.set_counts(counts)
+    torch.manual_seed(0)
+    neg, lq_neg, lq_pos = s.sample(torch.tensor([4, 7]))
+    assert neg.shape == lq_neg.shape == (2, 50_000) and lq_pos.shape == (2,)
+    p = counts.double() / counts.sum()
+    for row in neg:                                                        # 50k draws a row: std <= 0.0023
+        freq = torch.bincount(row, minlength=8).double() / len(row)
+        assert freq[0] == 0 and freq[2] == 0 and freq[6] == 0
+        torch.testing.assert_close(freq, p, rtol=0, atol=0.01)
+    torch.testing.assert_close(lq_pos, torch.log(p[[4, 7]]).float())
+    torch.testing.assert_close(lq_neg, torch.log(p[neg]).float())
+
+
+def test_per_row_sampler_refuses_in_batch():
+    with pytest.raises(ValueError, match="in_batch"):
+        NegativeSampler("in_batch", 10, 4, per="row")
+    with pytest.raises(ValueError, match="per row"):
+        NegativeSampler("uniform", 10, 4, per="position")
 
 
 # --- models ---------------------------------------------------------------------------------------------------------
@@ -197,11 +342,19 @@ def tiny_trainer(name: str, loss: str, sampler: str, *extra: str):
     return Trainer(cfg, None, quiet=True, data=make_synthetic(n_users=200, n_items=60))
 
 
-@pytest.mark.parametrize("name, loss, sampler", [("sasrec", *ls) for ls in LOSSES] + [
-    ("gru4rec", "gbce", "uniform"), ("bert4rec", "sampled_softmax", "popularity"),
-    ("mqsa_ted", "sampled_softmax", "uniform"), ("cl4srec", "gbce", "uniform")])
-def test_models_train_with_each_loss(name, loss, sampler):
-    t = tiny_trainer(name, loss, sampler, "train.lr=0.01", "model.dropout=0", "model.attn_dropout=0")
+@pytest.mark.parametrize("name, loss, sampler, extra", [("sasrec", *ls, ()) for ls in LOSSES] + [
+    ("gru4rec", "gbce", "uniform", ()), ("bert4rec", "sampled_softmax", "popularity", ()),
+    ("mqsa_ted", "sampled_softmax", "uniform", ()), ("cl4srec", "gbce", "uniform", ()),
+    # per-row negatives; one with sequence examples (K = rows x positions) in row chunks that do not divide K
+    ("sasrec", "sampled_softmax", "popularity", ("model.negatives_per=row",)),
+    ("sasrec", "gbce", "uniform", ("model.negatives_per=row", "train.examples=sequence",
+                                   "model.logits_chunk_rows=100")),
+    ("gru4rec", "sampled_softmax", "uniform", ("model.negatives_per=row",)),
+    ("gru4rec", "gbce", "uniform", ("model.negatives_per=row",))],
+    ids=lambda v: (",".join(o.split(".")[-1] for o in v) or "defaults") if isinstance(v, tuple) else None)
+def test_models_train_with_each_loss(name, loss, sampler, extra):
+    t = tiny_trainer(name, loss, sampler, "train.lr=0.01", "model.dropout=0", "model.attn_dropout=0", *extra)
+    assert t.model.item_sampler.per == ("row" if "model.negatives_per=row" in extra else "batch")
     if sampler == "popularity":
         assert t.model.item_sampler.cdf is not None                     # prepared by the trainer
     first = t.train_epoch(1)["terms"]["loss"]
@@ -230,7 +383,8 @@ def error(overrides: list[str]) -> str:
 def test_loss_keys_are_shared_and_validated():
     from seqrec.models.base import LossConfig
     shared = {f.name: f.default for f in dataclasses.fields(LossConfig)}
-    assert shared == {"loss": "ce", "negatives": 256, "negative_sampler": "uniform", "gbce_t": 0.75}
+    assert shared == {"loss": "ce", "negatives": 256, "negative_sampler": "uniform", "negatives_per": "batch",
+                      "gbce_t": 0.75}
     for name in ("sasrec", "cl4srec", "mclrec", "gru4rec", "bert4rec", "mqsa_ted"):
         cfg = model_config_from_dict({"name": name})
         assert {k: getattr(cfg, k) for k in shared} == shared, name
@@ -239,6 +393,10 @@ def test_loss_keys_are_shared_and_validated():
     assert "model.loss" in error(["model.loss=bpr"])
     assert "model.negative_sampler" in error(["model.negative_sampler=hard"])
     assert "model.negatives" in error(["model.negatives=0"])
+    assert "model.negatives_per" in error(["model.negatives_per=position"])
+    row_in_batch = error(["model.negatives_per=row", "model.negative_sampler=in_batch"])
+    assert "model.negatives_per" in row_in_batch and "in_batch" in row_in_batch and "\n" not in row_in_batch
+    load_config(None, ["model.negatives_per=row", "model.negative_sampler=popularity"]).validate()
     assert "model.gbce_t" in error(["model.gbce_t=1.5"])
     assert "uniform" in error(["model.loss=gbce", "model.negative_sampler=in_batch"])
     assert "uniform" in error(["model.loss=gbce", "model.negative_sampler=popularity"])

@@ -158,14 +158,20 @@ class NegativeSampler:
     kind: 'uniform' (N items drawn uniformly from 1..n_items, Q = 1 / n_items), 'popularity' (N items drawn with
     Q(i) = count_i / sum(count), by inverse-CDF sampling: searchsorted(cdf, rand), which needs no host sync unlike
     torch.multinomial on CUDA; counts from `prepare(split)` / `set_counts`) or 'in_batch' (the batch's K target
-    items themselves, Q(i) = their frequency among the K targets). One set of negatives per batch, shared by all its
-    target rows. The state (popularity tables) is plain tensors, outside the state_dict: scoring never needs it and a
-    checkpoint does not carry it; the trainer calls `prepare` again on resume."""
+    items themselves, Q(i) = their frequency among the K targets).
+    per: 'batch' (one set of N negatives per batch, shared by all its K target rows) or 'row' (each target row draws
+    its own N: [K, N], gSASRec's way; not with in_batch, whose negatives are the batch's targets, shared by
+    definition). The state (popularity tables) is plain tensors, outside the state_dict: scoring never needs it and
+    a checkpoint does not carry it; the trainer calls `prepare` again on resume."""
 
-    def __init__(self, kind: str, n_items: int, negatives: int):
+    def __init__(self, kind: str, n_items: int, negatives: int, per: str = "batch"):
         if kind not in ("uniform", "popularity", "in_batch"):
             raise ValueError(f"negative sampler must be uniform, popularity or in_batch, got {kind!r}")
-        self.kind, self.n_items, self.negatives = kind, int(n_items), int(negatives)
+        if per not in ("batch", "row"):
+            raise ValueError(f"negatives must be drawn per batch or per row, got {per!r}")
+        if per == "row" and kind == "in_batch":
+            raise ValueError("in_batch negatives are the batch's targets, shared by all rows: they cannot be per row")
+        self.kind, self.n_items, self.negatives, self.per = kind, int(n_items), int(negatives), per
         self.cdf: torch.Tensor | None = None       # [n_items] float64: P(item <= i + 1) (popularity)
         self.log_q: torch.Tensor | None = None     # [n_items + 1] float32: log Q(i) (popularity)
 
@@ -178,7 +184,7 @@ class NegativeSampler:
             from seqrec.errors import ConfigError
             raise ConfigError(f"model.negatives: {cfg.negatives} exceeds n_items - 1 = {n_items - 1} (gbce's "
                               f"sampling rate alpha = negatives / (n_items - 1) must be <= 1)")
-        return cls(cfg.negative_sampler, n_items, cfg.negatives)
+        return cls(cfg.negative_sampler, n_items, cfg.negatives, cfg.negatives_per)
 
     # --- popularity state ---------------------------------------------------------------------------------------
     def prepare(self, split, device: torch.device | str | None = None) -> None:
@@ -213,19 +219,21 @@ class NegativeSampler:
 
     # --- drawing ------------------------------------------------------------------------------------------------
     def sample(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(negatives [N], log Q of the negatives [N], log Q of the targets y [K]) for a batch's targets y [K],
-        N = `negatives` (in_batch: N = K, the targets themselves). Sync-free."""
+        """(negatives, log Q of the negatives, log Q of the targets y [K]) for a batch's targets y [K]: negatives and
+        their log Q are [N] (per='batch'; in_batch: N = K, the targets themselves) or [K, N] (per='row'),
+        N = `negatives`. Sync-free."""
         dev = y.device
+        shape = (self.negatives,) if self.per == "batch" else (y.shape[0], self.negatives)
         if self.kind == "uniform":
-            neg = torch.randint(1, self.n_items + 1, (self.negatives,), device=dev)
+            neg = torch.randint(1, self.n_items + 1, shape, device=dev)
             lq = torch.full((), -math.log(self.n_items), device=dev)
-            return neg, lq.expand(self.negatives), lq.expand(y.shape[0])
+            return neg, lq.expand(shape), lq.expand(y.shape[0])
         if self.kind == "popularity":
             if self.cdf is None:
                 raise RuntimeError("popularity negatives need the training counts: call model.prepare(split) (the "
                                    "Trainer does) before training")
             self._to(dev)
-            u = torch.rand(self.negatives, dtype=torch.float64, device=dev)
+            u = torch.rand(shape, dtype=torch.float64, device=dev)
             neg = torch.searchsorted(self.cdf, u, right=True).clamp_(max=self.n_items - 1) + 1
             return neg, self.log_q[neg], self.log_q[y]
         k = y.shape[0]           # in_batch: empirical frequency of each target among the batch's K targets
@@ -248,8 +256,10 @@ def item_loss(h: torch.Tensor, y: torch.Tensor, logits_fn: Callable[[torch.Tenso
     keys say (cfg.loss, cfg.gbce_t; negatives from `sampler`, see NegativeSampler.from_config): mean over the rows.
 
     * ce: `item_cross_entropy(h, y, logits_fn, chunk_rows, padding_class)`, exactly (padding_class is CE-only);
-    * sampled_softmax: `sampled_softmax_loss` with one draw of `sampler` for the batch;
-    * gbce: `gbce_loss` with one draw of `sampler` and beta = gbce_beta(negatives, n_items, cfg.gbce_t).
+    * sampled_softmax: `sampled_softmax_loss` with one draw of `sampler` for the batch (shared negatives [N], or
+      [K, N] with the sampler's per='row');
+    * gbce: `gbce_loss` with one draw of `sampler` and beta = gbce_beta(negatives, n_items, cfg.gbce_t) (each row
+      has N negatives either way, so the same sampling rate).
     chunk_rows > 0: the rows in recomputed chunks (the [rows, N] logits of one chunk alive at a time).
     norm: divide the sum over rows by this instead of K (`Batch.target_norm`)."""
     kind = getattr(cfg, "loss", "ce")
@@ -272,12 +282,15 @@ def sampled_softmax_loss(h: torch.Tensor, y: torch.Tensor, item_rows: ItemRows, 
                          log_q_pos: torch.Tensor, log_q_neg: torch.Tensor, chunk_rows: int = 0,
                          norm: float | None = None) -> torch.Tensor:
     """Mean over rows k of -log softmax of the target among [target, negatives], every logit corrected by its log Q:
-    with o_k = s(h_k, y_k) - log Q(y_k) and o_kj = s(h_k, n_j) - log Q(n_j) (-inf where n_j == y_k: a negative
+    with o_k = s(h_k, y_k) - log Q(y_k) and o_kj = s(h_k, n_kj) - log Q(n_kj) (-inf where n_kj == y_k: a negative
     equal to the row's target is left out), loss_k = logsumexp(o_k, o_k1..o_kN) - o_k.
 
-    negatives [N] item ids shared by all K rows; log_q_pos [K], log_q_neg [N] their log sampling probabilities.
-    Logits in float32 (as `item_cross_entropy`); 0 when K = 0."""
-    return _sampled_mean(_sampled_softmax_sum, h, y, item_rows, negatives, (log_q_pos,), (log_q_neg,),
+    negatives: item ids [N] shared by all K rows (n_kj = n_j) or [K, N], row k's own; log_q_neg of the same shape,
+    log_q_pos [K]: their log sampling probabilities. Logits in float32 (as `item_cross_entropy`); 0 when K = 0."""
+    if log_q_neg.shape != negatives.shape:
+        raise ValueError(f"log_q_neg {tuple(log_q_neg.shape)} must have the negatives' shape "
+                         f"{tuple(negatives.shape)}")
+    return _sampled_mean(_sampled_softmax_sum, h, y, item_rows, negatives, (log_q_pos,), (log_q_neg,), (),
                          chunk_rows, norm)
 
 
@@ -286,50 +299,69 @@ def gbce_loss(h: torch.Tensor, y: torch.Tensor, item_rows: ItemRows, negatives: 
     """gBCE (gSASRec: Petrov & Macdonald, "gSASRec: Reducing Overconfidence in Sequential Recommendation Trained
     with Negative Sampling", RecSys 2023, the generalised binary cross entropy): per row k,
     loss_k = -1/(N + 1) [log sigma(s_k+)^beta + sum_j log(1 - sigma(s_kj))] = (beta softplus(-s_k+) +
-    sum_j softplus(s_kj)) / (N + 1), mean over rows; s_k+ the target's logit, s_kj those of the N shared negatives.
-    A negative equal to the row's target contributes no term (the 1/(N + 1) stays). beta: see `gbce_beta`."""
-    return _sampled_mean(_gbce_sum, h, y, item_rows, negatives, (), (float(beta),), chunk_rows, norm)
+    sum_j softplus(s_kj)) / (N + 1), mean over rows; s_k+ the target's logit, s_kj those of the N negatives, [N]
+    shared by all rows or [K, N], row k's own. A negative equal to the row's target contributes no term (the
+    1/(N + 1) stays). beta: see `gbce_beta`."""
+    return _sampled_mean(_gbce_sum, h, y, item_rows, negatives, (), (), (float(beta),), chunk_rows, norm)
 
 
-def _sampled_mean(fn, h, y, item_rows: ItemRows, negatives, row_args: tuple, shared_args: tuple,
+def _sampled_mean(fn, h, y, item_rows: ItemRows, negatives, row_args: tuple, neg_args: tuple, shared_args: tuple,
                   chunk_rows: int, norm: float | None = None) -> torch.Tensor:
-    """fn(h, y, item_rows, W_neg, b_neg, negatives, *row_args, *shared_args) summed over all rows / K (or / norm);
-    row_args are [K] tensors cut with the rows (chunk_rows > 0: chunks recomputed in backward, as in
-    `item_cross_entropy`)."""
+    """fn(h, y, item_rows, W_neg, b_neg, negatives, *row_args, *neg_args, *shared_args) summed over all rows / K
+    (or / norm). row_args are [K] tensors, cut with the rows (chunk_rows > 0: chunks recomputed in backward, as in
+    `item_cross_entropy`); neg_args have the negatives' shape and are cut with the rows when the negatives are per
+    row ([K, N]). Shared negatives [N]: their rows W_neg, b_neg are gathered once here for every chunk. Per-row
+    negatives: W_neg = b_neg = None and fn gathers the rows of its chunk's negatives itself, inside the checkpoint,
+    so that only one chunk's [rows, N, d] is alive (K can be batch * max_len)."""
     k = h.shape[0]
     if k == 0:
         return h.sum() * 0.0
     denom = k if norm is None else norm
-    wn, bn = item_rows(negatives)              # gathered once, shared by every chunk
+    per_row = negatives.dim() == 2
+    wn, bn = (None, None) if per_row else item_rows(negatives)
     if chunk_rows <= 0 or k <= chunk_rows:
-        return fn(h, y, item_rows, wn, bn, negatives, *row_args, *shared_args) / denom
-    total = sum(checkpoint(fn, h[i:i + chunk_rows], y[i:i + chunk_rows], item_rows, wn, bn, negatives,
-                           *(a[i:i + chunk_rows] for a in row_args), *shared_args, use_reentrant=False)
-                for i in range(0, k, chunk_rows))
+        return fn(h, y, item_rows, wn, bn, negatives, *row_args, *neg_args, *shared_args) / denom
+
+    def chunk(i: int) -> tuple:
+        """fn's arguments for the rows i..i + chunk_rows - 1."""
+        def cut(a):
+            return a[i:i + chunk_rows]
+        negs = tuple(map(cut, (negatives, *neg_args))) if per_row else (negatives, *neg_args)
+        return (cut(h), cut(y), item_rows, wn, bn, negs[0], *map(cut, row_args), *negs[1:], *shared_args)
+    total = sum(checkpoint(fn, *chunk(i), use_reentrant=False) for i in range(0, k, chunk_rows))
     return total / denom
 
 
-def _sampled_logits(h, y, item_rows: ItemRows, wn, bn) -> tuple[torch.Tensor, torch.Tensor]:
-    """(target logits [k], negative logits [k, N]) in float32; both products in the autocast dtype, like the CE."""
+def _sampled_logits(h, y, item_rows: ItemRows, wn, bn, negatives) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target logits [k], negative logits [k, N]) in float32; the products in the autocast dtype, like the CE.
+    Shared negatives [N] (rows wn [N, d], bn): one [k, d] x [d, N] product. Per-row negatives [k, N] (wn None):
+    their rows gathered here, [k, N, d], and a batched product."""
     wy, by = item_rows(y)
     pos = torch.bmm(h.unsqueeze(1), wy.unsqueeze(2)).reshape(-1)
-    neg = h @ wn.T
+    if wn is None:
+        wn, bn = item_rows(negatives.reshape(-1))
+        neg = torch.bmm(wn.reshape(*negatives.shape, -1), h.unsqueeze(2)).squeeze(2)
+        bn = None if bn is None else bn.reshape(negatives.shape)
+    else:
+        neg = h @ wn.T
     if by is not None:
         pos, neg = pos + by, neg + bn
     return pos.float(), neg.float()
 
 
+# Both sums broadcast over the negatives' shape: `negatives == y[:, None]` is [k, N] for shared [N] and per-row
+# [k, N] negatives alike, and so is logit - log Q.
 def _sampled_softmax_sum(h, y, item_rows, wn, bn, negatives, log_q_pos, log_q_neg) -> torch.Tensor:
-    pos, neg = _sampled_logits(h, y, item_rows, wn, bn)
+    pos, neg = _sampled_logits(h, y, item_rows, wn, bn, negatives)
     pos = pos - log_q_pos.float()
-    neg = (neg - log_q_neg.float()).masked_fill(negatives[None, :] == y[:, None], float("-inf"))
+    neg = (neg - log_q_neg.float()).masked_fill(negatives == y[:, None], float("-inf"))
     return (torch.logsumexp(torch.cat([pos[:, None], neg], 1), 1) - pos).sum()
 
 
 def _gbce_sum(h, y, item_rows, wn, bn, negatives, beta) -> torch.Tensor:
-    pos, neg = _sampled_logits(h, y, item_rows, wn, bn)
-    neg_terms = F.softplus(neg).masked_fill(negatives[None, :] == y[:, None], 0.0).sum(1)
-    return ((beta * F.softplus(-pos) + neg_terms) / (negatives.shape[0] + 1)).sum()
+    pos, neg = _sampled_logits(h, y, item_rows, wn, bn, negatives)
+    neg_terms = F.softplus(neg).masked_fill(negatives == y[:, None], 0.0).sum(1)
+    return ((beta * F.softplus(-pos) + neg_terms) / (negatives.shape[-1] + 1)).sum()
 
 
 # --- EMKD: the members' item losses, fused and in row chunks -------------------------------------------------------

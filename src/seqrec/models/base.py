@@ -124,14 +124,21 @@ class LossConfig:
     generalised binary cross entropy (Petrov & Macdonald, RecSys 2023) over the target and `negatives` uniform
     negatives. In both, a negative equal to a row's target is left out of that row's loss (logit -inf / no term)."""
     negatives: int = 256
-    """Negatives per batch for sampled_softmax / gbce, drawn (with replacement) once per training batch on the
-    device and shared by all its target rows. Ignored by the in_batch sampler (its negatives are the batch's K
-    targets) and by ce. gbce needs negatives <= n_items - 1 (its sampling rate alpha = negatives / (n_items - 1))."""
+    """Negatives N for sampled_softmax / gbce, drawn (with replacement) on the device: once per training batch and
+    shared by all its target rows, or N for each target row (`negatives_per`). Ignored by the in_batch sampler (its
+    negatives are the batch's K targets) and by ce. gbce needs negatives <= n_items - 1 (its sampling rate
+    alpha = negatives / (n_items - 1))."""
     negative_sampler: str = "uniform"
     """uniform | popularity | in_batch. uniform: items 1..n_items, Q = 1 / n_items. popularity: Q(i) proportional to
     item i's number of training interactions (counted in `prepare(split)`; items never seen in training are never
     drawn). in_batch: the batch's other target items (K columns), Q(i) = the item's frequency among the batch's
     targets. gbce takes uniform only (its calibration assumes uniform negatives)."""
+    negatives_per: str = "batch"
+    """batch | row. batch: one set of `negatives` items per training batch, shared by all its K target rows (one
+    [K, d] x [d, N] logits product). row: each target row draws its own `negatives` items ([K, N] ids; gSASRec's
+    way), at the cost of gathering [K, N, d] item rows and a batched product (use logits_chunk_rows with sequence
+    examples, where K is up to batch_size * max_len). Not with the in_batch sampler (its negatives are the batch's
+    targets, shared by definition). Ignored by ce."""
     gbce_t: float = 0.75
     """gbce's calibration parameter t in [0, 1]: beta = alpha (t (1 - 1/alpha) + 1/alpha) with alpha the sampling
     rate; t = 0 is plain BCE (beta = 1), t = 1 gives beta = alpha. Default 0.75, gSASRec's recommended value."""
@@ -139,6 +146,7 @@ class LossConfig:
 
 ITEM_LOSSES = ("ce", "sampled_softmax", "gbce")
 NEGATIVE_SAMPLERS = ("uniform", "popularity", "in_batch")
+NEGATIVES_PER = ("batch", "row")
 
 
 def loss_fields(**defaults: Any) -> Callable[[type], type]:
@@ -154,11 +162,16 @@ def validate_loss_fields(cfg) -> None:
     from seqrec.errors import ConfigError
     check_choice("model.loss", cfg.loss, ITEM_LOSSES)
     check_choice("model.negative_sampler", cfg.negative_sampler, NEGATIVE_SAMPLERS)
+    check_choice("model.negatives_per", cfg.negatives_per, NEGATIVES_PER)
     check_range("model.negatives", cfg.negatives, lo=1)
     check_range("model.gbce_t", cfg.gbce_t, lo=0, hi=1)
     if cfg.loss == "gbce" and cfg.negative_sampler != "uniform":
         raise ConfigError(f"model.negative_sampler: gbce takes uniform negatives only (its calibration assumes "
                           f"them), got {cfg.negative_sampler!r}")
+    if cfg.negatives_per == "row" and cfg.negative_sampler == "in_batch":
+        raise ConfigError("model.negatives_per: row cannot be used with negative_sampler=in_batch (in-batch negatives "
+                          "are the batch's targets, shared by all rows by definition); use negatives_per=batch or "
+                          "the uniform / popularity sampler")
 
 
 def _shared_fields(source: type, defaults: dict[str, Any], decorator: str) -> Callable[[type], type]:

@@ -237,11 +237,12 @@ class EMKD(SeqRecModel):
         # used by index everywhere below
         index = labels.reshape(-1).nonzero().squeeze(1)               # [K] flat positions in [M*B, T]
         view_of = index // labels.shape[1] // b                       # view of each prediction position
-        per_view = torch.zeros(m, device=index.device).index_add_(0, view_of, torch.ones_like(view_of,
-                                                                                        dtype=torch.float))
-        per_view = per_view.clamp(min=1)
         masked_norm = None
-        if batch.token_norm is not None:
+        if batch.token_norm is None:
+            # each view's mean over its own prediction rows (the official per-batch mean)
+            per_view = torch.zeros(m, device=index.device).index_add_(
+                0, view_of, torch.ones_like(view_of, dtype=torch.float)).clamp(min=1)
+        else:
             # a length-bucketed batch (Batch.token_norm = rows x the epoch's mean span length): divide by the
             # expected counts, not this batch's own, so that bucketing leaves the objective unchanged
             # (tests/test_bucketing.py): per view, every input position of a causal member has a target, and the
