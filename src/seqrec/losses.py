@@ -242,6 +242,22 @@ class NegativeSampler:
         return y, lq, lq
 
 
+def gbce_shift(beta: float, negatives: int, kind: str) -> float:
+    """The constant c added to every logit inside gbce (model.gbce_shift): 'equilibrium' -> log(beta / N), 'none' -> 0.
+
+    With all logits at 0 (a model at initialisation), the gradient of loss_k along a shift d shared by all of row k's
+    logits is (-beta sigma(-c - d) + N sigma(c + d)) / (N + 1), zero at d = 0 exactly when c = log(beta / N). Without
+    the shift (c = 0) the first thing gbce learns is to push every logit down by about log(N / beta) (5.2 for 64
+    negatives and beta 0.35); a tied item table can only do that with one direction shared by all item embeddings,
+    which crowds out what tells the items apart (docs/losses.md: measured, the model collapses to popularity).
+    Softmax losses are invariant to a shared shift, so they never need one. A shared constant changes no ranking."""
+    if kind == "equilibrium":
+        return math.log(beta / negatives)
+    if kind == "none":
+        return 0.0
+    raise ValueError(f"gbce shift must be equilibrium or none, got {kind!r}")
+
+
 def gbce_beta(negatives: int, n_items: int, t: float) -> float:
     """gSASRec's beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = negatives / (n_items - 1) the sampling rate
     (Petrov & Macdonald, RecSys 2023); = 1 + t (alpha - 1): 1 at t = 0 (BCE), alpha at t = 1."""
@@ -258,8 +274,8 @@ def item_loss(h: torch.Tensor, y: torch.Tensor, logits_fn: Callable[[torch.Tenso
     * ce: `item_cross_entropy(h, y, logits_fn, chunk_rows, padding_class)`, exactly (padding_class is CE-only);
     * sampled_softmax: `sampled_softmax_loss` with one draw of `sampler` for the batch (shared negatives [N], or
       [K, N] with the sampler's per='row');
-    * gbce: `gbce_loss` with one draw of `sampler` and beta = gbce_beta(negatives, n_items, cfg.gbce_t) (each row
-      has N negatives either way, so the same sampling rate).
+    * gbce: `gbce_loss` with one draw of `sampler`, beta = gbce_beta(negatives, n_items, cfg.gbce_t) (each row
+      has N negatives either way, so the same sampling rate) and the logit shift gbce_shift(beta, N, cfg.gbce_shift).
     chunk_rows > 0: the rows in recomputed chunks (the [rows, N] logits of one chunk alive at a time).
     norm: divide the sum over rows by this instead of K (`Batch.target_norm`)."""
     kind = getattr(cfg, "loss", "ce")
@@ -273,8 +289,9 @@ def item_loss(h: torch.Tensor, y: torch.Tensor, logits_fn: Callable[[torch.Tenso
     if kind == "sampled_softmax":
         return sampled_softmax_loss(h, y, item_rows, neg, log_q_pos, log_q_neg, chunk_rows, norm)
     if kind == "gbce":
-        return gbce_loss(h, y, item_rows, neg, gbce_beta(sampler.negatives, sampler.n_items, cfg.gbce_t), chunk_rows,
-                         norm)
+        beta = gbce_beta(sampler.negatives, sampler.n_items, cfg.gbce_t)
+        shift = gbce_shift(beta, sampler.negatives, getattr(cfg, "gbce_shift", "none"))
+        return gbce_loss(h, y, item_rows, neg, beta, chunk_rows, norm, shift)
     raise ValueError(f"model.loss must be ce, sampled_softmax or gbce, got {kind!r}")
 
 
@@ -295,14 +312,16 @@ def sampled_softmax_loss(h: torch.Tensor, y: torch.Tensor, item_rows: ItemRows, 
 
 
 def gbce_loss(h: torch.Tensor, y: torch.Tensor, item_rows: ItemRows, negatives: torch.Tensor, beta: float,
-              chunk_rows: int = 0, norm: float | None = None) -> torch.Tensor:
+              chunk_rows: int = 0, norm: float | None = None, shift: float = 0.0) -> torch.Tensor:
     """gBCE (gSASRec: Petrov & Macdonald, "gSASRec: Reducing Overconfidence in Sequential Recommendation Trained
     with Negative Sampling", RecSys 2023, the generalised binary cross entropy): per row k,
     loss_k = -1/(N + 1) [log sigma(s_k+)^beta + sum_j log(1 - sigma(s_kj))] = (beta softplus(-s_k+) +
     sum_j softplus(s_kj)) / (N + 1), mean over rows; s_k+ the target's logit, s_kj those of the N negatives, [N]
     shared by all rows or [K, N], row k's own. A negative equal to the row's target contributes no term (the
-    1/(N + 1) stays). beta: see `gbce_beta`."""
-    return _sampled_mean(_gbce_sum, h, y, item_rows, negatives, (), (), (float(beta),), chunk_rows, norm)
+    1/(N + 1) stays). beta: see `gbce_beta`. shift: a constant c added to every logit (s_k+ + c, s_kj + c), see
+    `gbce_shift`; 0 is the paper's form."""
+    return _sampled_mean(_gbce_sum, h, y, item_rows, negatives, (), (), (float(beta), float(shift)), chunk_rows,
+                         norm)
 
 
 def _sampled_mean(fn, h, y, item_rows: ItemRows, negatives, row_args: tuple, neg_args: tuple, shared_args: tuple,
@@ -358,8 +377,10 @@ def _sampled_softmax_sum(h, y, item_rows, wn, bn, negatives, log_q_pos, log_q_ne
     return (torch.logsumexp(torch.cat([pos[:, None], neg], 1), 1) - pos).sum()
 
 
-def _gbce_sum(h, y, item_rows, wn, bn, negatives, beta) -> torch.Tensor:
+def _gbce_sum(h, y, item_rows, wn, bn, negatives, beta, shift) -> torch.Tensor:
     pos, neg = _sampled_logits(h, y, item_rows, wn, bn, negatives)
+    if shift:
+        pos, neg = pos + shift, neg + shift
     neg_terms = F.softplus(neg).masked_fill(negatives == y[:, None], 0.0).sum(1)
     return ((beta * F.softplus(-pos) + neg_terms) / (negatives.shape[-1] + 1)).sum()
 

@@ -142,11 +142,19 @@ class LossConfig:
     gbce_t: float = 0.75
     """gbce's calibration parameter t in [0, 1]: beta = alpha (t (1 - 1/alpha) + 1/alpha) with alpha the sampling
     rate; t = 0 is plain BCE (beta = 1), t = 1 gives beta = alpha. Default 0.75, gSASRec's recommended value."""
+    gbce_shift: str = "equilibrium"
+    """equilibrium | none: the constant c that gbce adds to every logit before its sigmoid terms (one c for all
+    items, so no ranking and no score changes). equilibrium: c = log(beta / negatives), where the loss of a model
+    whose logits are all 0 (at initialisation) has no gradient along a shift shared by all logits; without it gbce
+    first pushes every logit down by log(negatives / beta), which a tied item table can only do with a direction
+    shared by all item embeddings, and the model collapses to popularity (measured: docs/losses.md). none: c = 0,
+    the paper's form. Ignored by ce and sampled_softmax (softmax is invariant to a shared shift)."""
 
 
 ITEM_LOSSES = ("ce", "sampled_softmax", "gbce")
 NEGATIVE_SAMPLERS = ("uniform", "popularity", "in_batch")
 NEGATIVES_PER = ("batch", "row")
+GBCE_SHIFTS = ("equilibrium", "none")
 
 
 def loss_fields(**defaults: Any) -> Callable[[type], type]:
@@ -165,6 +173,7 @@ def validate_loss_fields(cfg) -> None:
     check_choice("model.negatives_per", cfg.negatives_per, NEGATIVES_PER)
     check_range("model.negatives", cfg.negatives, lo=1)
     check_range("model.gbce_t", cfg.gbce_t, lo=0, hi=1)
+    check_choice("model.gbce_shift", cfg.gbce_shift, GBCE_SHIFTS)
     if cfg.loss == "gbce" and cfg.negative_sampler != "uniform":
         raise ConfigError(f"model.negative_sampler: gbce takes uniform negatives only (its calibration assumes "
                           f"them), got {cfg.negative_sampler!r}")
