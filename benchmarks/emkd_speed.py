@@ -31,6 +31,7 @@ at a time, alternating which goes first; each reports its CPU time (process time
 Adam, and at the end its peak RSS (VmHWM).
 
     python benchmarks/emkd_speed.py --against b6a6ce5 --batches 6 --warmup 2 --threads 1
+    python benchmarks/emkd_speed.py --against b6a6ce5 --batches 12 --warmup 2 --spread   # the epoch's width mix
 
 Writes benchmarks/results/emkd_speed_vs_<REV>_cpu.json.
 """
@@ -343,14 +344,21 @@ torch.manual_seed(cfg.train.seed)
 model = build_model(cfg.model, DatasetInfo(data.n_items, data.attributes))
 examples = build_examples(split, cfg.train.examples, model.span_len, cfg.train.window_step, min_len=1)
 batches = epoch_batches(examples.lengths, cfg.train.batch_size, cfg.train.seed, 1, cfg.train.bucket,
-                        cfg.train.bucket_factor)[: spec["n_batches"]]
+                        cfg.train.bucket_factor)
+n_epoch = len(batches)
+if spec["spread"]:        # evenly spaced over the epoch: its mix of (bucketed) batch widths
+    batches = [batches[int(round(i * (n_epoch - 1) / max(spec["n_batches"] - 1, 1)))]
+               for i in range(spec["n_batches"])]
+else:
+    batches = batches[: spec["n_batches"]]
 opt = model.configure_optimizers(cfg.train)[0]
 model.train()
 def peak_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-print(json.dumps({"ready": True, "batches": [[int(i) for i in idx] for idx in batches]}), flush=True)
+print(json.dumps({"ready": True, "batches": [[int(i) for i in idx] for idx in batches], "batches_per_epoch": n_epoch}),
+      flush=True)
 for line in sys.stdin:
     i = int(line)
     if i < 0:
@@ -419,9 +427,9 @@ def run_against(args) -> None:
         workers = {
             "then": StepWorker("then", Path(tmp) / "src",
                                {"config": str(Path(tmp) / "configs/emkd/beauty.yaml"), "overrides": overrides,
-                                "threads": args.threads, "n_batches": n}),
+                                "threads": args.threads, "n_batches": n, "spread": args.spread}),
             "now": StepWorker("now", ROOT / "src", {"config": args.config, "overrides": overrides,
-                                                    "threads": args.threads, "n_batches": n}),
+                                                    "threads": args.threads, "n_batches": n, "spread": args.spread}),
         }
         ready = {k: w.read() for k, w in workers.items()}
         if ready["then"]["batches"] != ready["now"]["batches"]:
@@ -453,6 +461,7 @@ def run_against(args) -> None:
                     "peak_rss_mb_then": round(peaks["then"]), "peak_rss_mb_now": round(peaks["now"])},
         "step_cpu_seconds": {k: [round(x, 3) for x in v] for k, v in timed.items()},
         "batch_widths": [s["width"] for s in steps["now"][args.warmup:]],
+        "batches_per_epoch": ready["now"]["batches_per_epoch"],
         "loss_terms": {k: [s["terms"] for s in v] for k, v in steps.items()},
         "load_average_at_start": load_start,
         **provenance(args.threads, "cpu"),
@@ -460,6 +469,8 @@ def run_against(args) -> None:
         "protocol": {"what": "training step CPU time (process time: forward + loss, backward, Adam step), no "
                              "evaluation", "batches": "the first batches of epoch 1 (seeded, length-bucketed), "
                              "identical in both versions (checked)", "warmup": args.warmup,
+                     "which_batches": ("evenly spaced over epoch 1 (its mix of widths)" if args.spread else
+                                       "the first of epoch 1"),
                      "order": "the two versions interleaved per batch, alternating first",
                      "memory": "each worker's VmHWM at the end (data, model, optimiser state and the steps)"},
         "wall_seconds": round(time.perf_counter() - t_start, 1),
@@ -481,6 +492,8 @@ def main() -> None:
     ap.add_argument("--fused", action="store_true", help="fused vs dense item losses (see above), CPU")
     ap.add_argument("--d", type=int, default=64, help="--fused / --against: model width of the speed comparison (FFN 4d)")
     ap.add_argument("--against", metavar="REV", help="this code's step vs commit REV's (see above), CPU")
+    ap.add_argument("--spread", action="store_true",
+                    help="--against: time batches evenly spaced over the epoch (its mix of widths), not its first")
     ap.add_argument("--memory-steps", type=int, default=2,
                     help="--fused: steps per peak-memory process (0: no memory measurement)")
     args = ap.parse_args()
