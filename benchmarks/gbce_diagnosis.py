@@ -5,8 +5,8 @@ validation NDCG@10 after every epoch.
     python benchmarks/gbce_diagnosis.py            # ~15 min on one core
     python benchmarks/gbce_diagnosis.py --epochs 2 --only bce1_lr1e-3   # a smoke test (written to scratch/)
 
-Every setting is the default config (`seqrec train` with no arguments: SASRec, synthetic data, sequence examples,
-lr 5e-3) plus its overrides, trained with patience 0 (no early stopping) by the library's own trainer in this
+Every setting is `seqrec train`'s default config (src/seqrec/configs/default.yaml: SASRec, synthetic data, sequence
+examples, dropout 0.2, lr 5e-3) plus its overrides, trained with patience 0 (no early stopping) by the library's own trainer in this
 process, one thread, seed 2020. `paper` rows use `model.gbce_shift=none` (the paper's unshifted logits),
 `equilibrium` rows the library's default shift log(beta / N). Two diagnostic variants are patched in here, not in the
 library: the item table re-initialised N(0, 1) (gSASRec's nn.Embedding default; seqrec's init_std applies to every
@@ -107,8 +107,10 @@ def patched_sasrec(item_std: float | None, offset: tuple | None):
 def run_setting(overrides: list[str], item_std: float | None, offset: tuple | None, epochs: int) -> dict:
     from seqrec.config import load_config
     from seqrec.train import train
-    cfg = load_config(None, overrides + [f"train.max_epochs={epochs}", "train.patience=0", "train.threads=1",
-                                        "train.seed=2020"])
+    from seqrec.cli import DEFAULT_CONFIG
+    # `seqrec train`'s own default config (load_config(None) would be the bare dataclass defaults)
+    cfg = load_config(DEFAULT_CONFIG, overrides + [f"train.max_epochs={epochs}", "train.patience=0",
+                                                   "train.threads=1", "train.seed=2020"])
     with patched_sasrec(item_std, offset), tempfile.TemporaryDirectory() as out:
         result = train(cfg, out_dir=Path(out) / "run", quiet=True)
     valid = [round(h["valid"]["NDCG@10"], 4) for h in result["history"]]
