@@ -88,3 +88,13 @@ def one_line_error(exc_type, parts, fn, *args, **kwargs) -> str:
     for part in parts:
         assert part in message, f"{part!r} not in {message!r}"
     return message
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py imported as a module (benchmarks/ is a folder of scripts, not a package)."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

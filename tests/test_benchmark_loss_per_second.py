@@ -1,19 +1,12 @@
 """benchmarks/loss_quality_per_second.py: the grouping of result files by loss setting, the means over seeds, the
 derived per-second figures and the summary's choices, on small hand-made result dicts (no data, no timing)."""
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "loss_quality_per_second.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("loss_quality_per_second_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("loss_quality_per_second")
 
 
 def result(ndcg, hr, best, seed, epochs_run=None, commit="c0", **model):

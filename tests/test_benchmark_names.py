@@ -1,19 +1,12 @@
 """The MCLRec benchmark's default result file name: runs that differ in threads, seed or any other override get
 different files (side-by-side runs once overwrote each other's result)."""
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "mclrec_beauty.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("mclrec_beauty_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("mclrec_beauty")
 
 
 def test_plain_run_name(bench):
