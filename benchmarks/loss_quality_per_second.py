@@ -9,7 +9,7 @@ side-by-side CPU timing of the training steps of each loss in this run.
 
 Accuracy: every result file of the glob (default benchmarks/results/sasrec_beauty_history_*.json; files that are not
 trainer results, such as this benchmark's own output, are skipped) is grouped by its loss setting (model.loss; for
-the sampled losses also negative_sampler, negatives (not for in_batch) and negatives_per; gbce's t). Files whose config
+the sampled losses also negative_sampler, negatives (not for in_batch) and negatives_per; gbce's t and shift). Files whose config
 differs in anything else that changes what is trained (the trainer's resumable keys such as patience or
 max_epochs, and the seed, do not count) form their own group, labelled with the differing keys. In a group the
 seeds are averaged (test NDCG@10 / HR@10, best epoch); of several files of one seed (e.g. the same run continued
@@ -56,7 +56,8 @@ DEFAULT_GLOB = "benchmarks/results/sasrec_beauty_history_*.json"
 METRIC, METRIC_HR = "NDCG@10", "HR@10"
 WITHIN = 0.05               # "within 5% of CE": test NDCG@10 >= (1 - WITHIN) x CE's
 GBCE_T = 0.75               # LossConfig.gbce_t's default: not shown in a setting's label
-LOSS_KEYS = ("model.loss", "model.negatives", "model.negative_sampler", "model.negatives_per", "model.gbce_t")
+LOSS_KEYS = ("model.loss", "model.negatives", "model.negative_sampler", "model.negatives_per", "model.gbce_t",
+             "model.gbce_shift")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -65,22 +66,28 @@ def loss_setting(model: dict) -> dict:
     """The loss setting of a model config dict: the keys that matter for its loss, the others None."""
     loss = model.get("loss", "ce")
     if loss == "ce":
-        return {"loss": "ce", "sampler": None, "negatives": None, "negatives_per": None, "gbce_t": None}
+        return {"loss": "ce", "sampler": None, "negatives": None, "negatives_per": None, "gbce_t": None,
+                "gbce_shift": None}
     sampler = model.get("negative_sampler", "uniform")
     in_batch = sampler == "in_batch"
     return {"loss": loss, "sampler": sampler, "negatives": None if in_batch else int(model.get("negatives", 256)),
             "negatives_per": None if in_batch else model.get("negatives_per", "batch"),
-            "gbce_t": float(model.get("gbce_t", GBCE_T)) if loss == "gbce" else None}
+            "gbce_t": float(model.get("gbce_t", GBCE_T)) if loss == "gbce" else None,
+            # a gbce file without the key was trained before it existed: the paper's unshifted form
+            "gbce_shift": model.get("gbce_shift", "none") if loss == "gbce" else None}
 
 
 def setting_label(s: dict) -> str:
     """'ce', 'sampled_softmax/uniform/256', 'sampled_softmax/in_batch', 'gbce/uniform/256/per_row', ...; gbce's t
-    only where it is not the default 0.75 ('gbce/uniform/256/t0.5')."""
+    only where it is not the default 0.75 ('gbce/uniform/256/t0.5'), its shift only where it is not the default
+    equilibrium ('gbce/uniform/256/unshifted')."""
     parts = [s["loss"]] + [str(x) for x in (s["sampler"], s["negatives"]) if x is not None]
     if s["negatives_per"] == "row":
         parts.append("per_row")
     if s.get("gbce_t") is not None and s["gbce_t"] != GBCE_T:
         parts.append(f"t{s['gbce_t']:g}")
+    if s.get("gbce_shift") == "none":
+        parts.append("unshifted")
     return "/".join(parts)
 
 

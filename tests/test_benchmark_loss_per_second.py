@@ -84,8 +84,11 @@ def test_derived_figures_and_summary(bench):
 
 
 def test_labels(bench):
-    assert bench.setting_label(bench.loss_setting({"loss": "gbce", "negatives": 256})) == "gbce/uniform/256"
-    assert bench.setting_label(bench.loss_setting({"loss": "gbce", "negatives": 256, "gbce_t": 0.5})) == \
+    assert bench.setting_label(bench.loss_setting({"loss": "gbce", "negatives": 256})) == "gbce/uniform/256/unshifted"
+    assert bench.setting_label(bench.loss_setting({"loss": "gbce", "negatives": 256,
+                                                   "gbce_shift": "equilibrium"})) == "gbce/uniform/256"
+    assert bench.setting_label(bench.loss_setting({"loss": "gbce", "negatives": 256, "gbce_t": 0.5,
+                                                   "gbce_shift": "equilibrium"})) == \
         "gbce/uniform/256/t0.5"
     assert bench.setting_label(bench.loss_setting({"loss": "sampled_softmax", "negatives": 4096,
                                                    "negative_sampler": "popularity", "negatives_per": "row"})) == \
