@@ -290,7 +290,7 @@ def item_loss(h: torch.Tensor, y: torch.Tensor, logits_fn: Callable[[torch.Tenso
         return sampled_softmax_loss(h, y, item_rows, neg, log_q_pos, log_q_neg, chunk_rows, norm)
     if kind == "gbce":
         beta = gbce_beta(sampler.negatives, sampler.n_items, cfg.gbce_t)
-        shift = gbce_shift(beta, sampler.negatives, getattr(cfg, "gbce_shift", "none"))
+        shift = gbce_shift(beta, sampler.negatives, cfg.gbce_shift)
         return gbce_loss(h, y, item_rows, neg, beta, chunk_rows, norm, shift)
     raise ValueError(f"model.loss must be ce, sampled_softmax or gbce, got {kind!r}")
 
