@@ -99,6 +99,26 @@ def test_exact_resume(run_a, synthetic, tmp_path):
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
 
+def test_resume_with_a_longer_patience_continues_an_early_stopped_run(synthetic, tmp_path):
+    """A run stopped by early stopping, resumed with a larger train.patience, trains on exactly as a run with that
+    patience from the start (same losses, metrics and weights); resumed with the same patience it only retests."""
+    wobbly = ["train.max_epochs=40", "train.lr=0.05", "model.dropout=0.1", "model.attn_dropout=0.1"]
+    longer = train(tiny_config(*wobbly, "train.patience=4"), tmp_path / "p4", quiet=True, data=synthetic)
+    short = train(tiny_config(*wobbly, "train.patience=1"), tmp_path / "cut", quiet=True, data=synthetic)
+    assert short["stopped_by"] == "early_stopping" and short["epochs_run"] < longer["epochs_run"]
+    again = Trainer(tiny_config(*wobbly, "train.patience=1"), tmp_path / "cut", quiet=True, resume=True,
+                    data=synthetic).fit()
+    assert again["epochs_run"] == short["epochs_run"] and again["metrics"] == short["metrics"]
+    resumed = Trainer(tiny_config(*wobbly, "train.patience=4"), tmp_path / "cut", quiet=True, resume=True,
+                      data=synthetic).fit()
+    assert resumed["epochs_run"] == longer["epochs_run"] and resumed["stopped_by"] == longer["stopped_by"]
+    assert resumed["best_epoch"] == longer["best_epoch"] and resumed["metrics"] == longer["metrics"]
+    assert [h["train"] for h in resumed["history"]] == [h["train"] for h in longer["history"]]
+    wa = torch.load(tmp_path / "p4" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_early_stopping_restores_best_weights(synthetic, tmp_path):
     # a large step size makes the tiny model's validation metric peak early and then wobble
     cfg = tiny_config("train.max_epochs=40", "train.patience=2", "train.lr=0.05", "model.dropout=0.0",

@@ -123,6 +123,7 @@ class Trainer:
              rank 0's value is used by every rank.
     quiet:   no progress output.
     resume:  continue from out_dir/last.pt (exactly: same data order, dropout and masking as an uninterrupted run).
+             A run stopped early continues if resumed with a longer train.patience (or 0).
     data:    an already loaded InteractionData (skips loading cfg.data; used by tests and benchmarks).
     command: the command line recorded in result.json.
     """
@@ -227,6 +228,7 @@ class Trainer:
         self.bad_validations = 0
         self.history: list[dict] = []
         self.elapsed_before = 0.0      # training wall time spent before a resume
+        self.early_stopped = False     # a resumed run that early stopping had already ended
         self.tracking_seconds = 0.0    # time spent on train.track_test evaluations (excluded from elapsed)
         self.stopped_by = "max_epochs"
         self.best_state = None
@@ -334,7 +336,7 @@ class Trainer:
 
     def fit(self) -> dict:
         tc = self.cfg.train
-        while self.epoch < tc.max_epochs:
+        while self.epoch < tc.max_epochs and not self.early_stopped:
             self.epoch += 1
             stats = self.train_epoch(self.epoch)
             record = {"epoch": self.epoch, "train": stats["terms"], "train_seconds": round(stats["seconds"], 3),
@@ -466,7 +468,13 @@ class Trainer:
         if mine["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(mine["cuda"], self.device)
         if self.stopped_by == "early_stopping":
-            self.epoch = self.cfg.train.max_epochs       # nothing left to train: just test again
+            patience = self.cfg.train.patience
+            if patience and self.bad_validations >= patience:
+                self.early_stopped = True                # nothing left to train: just test again
+            else:
+                # resumed with a longer patience (or none): training goes on from the epoch it stopped at, exactly
+                # as a run with that patience from the start (the stop decision changed nothing else)
+                self.stopped_by = "max_epochs"
 
     def _result(self, val: dict, test: dict, train_wall: float) -> dict:
         epochs_with_time = [r["train_seconds"] for r in self.history]
