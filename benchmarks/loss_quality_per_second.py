@@ -35,7 +35,8 @@ files and their commits, test NDCG@10 / HR@10 (mean over seeds), best epoch, ste
 epoch CPU seconds, CPU seconds to the best epoch, test NDCG@10 per CPU hour, test NDCG@10 relative to full CE and
 the relative logits cost (items scored per target row / n_items: ce 1, sampled (negatives + 1) / n_items, in_batch
 targets per batch / n_items); and a summary: the setting with the best test NDCG@10 per CPU second, and the fastest
-setting (least CPU to its best epoch) whose test NDCG@10 is within 5% of CE's.
+setting (least CPU to its best epoch) whose test NDCG@10 is within 5% of CE's, overall and among the settings run
+on at least as many seeds as CE (one seed can land in the band by luck).
 """
 from __future__ import annotations
 
@@ -215,9 +216,14 @@ def summarise(groups: list[dict], timing: dict[str, dict], within: float = WITHI
     best_rate = max(timed, key=lambda r: r[f"test_{METRIC}_per_cpu_s"], default=None)
     close = [r for r in timed if ce_ndcg and r[f"test_{METRIC}"] >= (1 - within) * ce_ndcg]
     fastest_close = min(close, key=lambda r: r["cpu_s_to_best_epoch"], default=None)
+    # a single seed can land inside the band by luck (gBCE's seed 2020 did, its three-seed mean did not): the same
+    # question among the settings measured on at least as many seeds as CE
+    seeded = [r for r in close if ce and r["n_seeds"] >= ce["n_seeds"]]
+    fastest_seeded = min(seeded, key=lambda r: r["cpu_s_to_best_epoch"], default=None)
     summary = {
         f"best_test_{METRIC}_per_cpu_second": brief(best_rate),
         f"fastest_within_{round(within * 100)}pct_of_ce": brief(fastest_close),
+        f"fastest_within_{round(within * 100)}pct_of_ce_on_as_many_seeds": brief(fastest_seeded),
         "ce": brief(next((r for r in timed if ce and r["label"] == ce["label"]), None)),
         f"ce_test_{METRIC}_mean": ce_ndcg,
         "threshold": None if ce_ndcg is None else (1 - within) * ce_ndcg,
