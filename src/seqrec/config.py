@@ -181,7 +181,8 @@ class TrainConfig:
     max_epochs: int = 200
     """Upper bound on epochs."""
     patience: int = 10
-    """Stop after this many validations without improvement of `metric` (0 = never stop early)."""
+    """Stop after this many validations without improvement of `metric` (0 = never stop early). May change on
+    --resume: a run that early stopping ended trains on when resumed with a larger value."""
     metric: str = "NDCG@10"
     """Validation metric used for early stopping and best-checkpoint selection (e.g. NDCG@10, HR@20, MRR@10)."""
     eval_every: int = 1
