@@ -274,22 +274,19 @@ def measure(groups: list[dict], warmup: int, steps: int, seed: int, threads: int
                                        "whole_epoch_timed": len(pick) == tr.batches_per_epoch}}
         log(f"built {g['label']}: {tr.batches_per_epoch} batches/epoch ({time.perf_counter() - t0:.1f}s)")
     torch.set_num_threads(threads)
-    labels = list(setups)
-    n = min(s["n"] for s in setups.values())
-    t0 = time.perf_counter()
-    for j in range(n):
-        order = labels[j % len(labels):] + labels[:j % len(labels)]     # rotate who goes first
-        for label in order:
-            s = setups[label]
-            batch = next(s["batches"]).to(s["trainer"].device)
-            c0 = time.process_time()
-            s["trainer"].training_step(batch)
-            dt = time.process_time() - c0
-            if j >= warmup:
-                s["cpu"].append(dt)
-                s["widths"].append(int(batch.items.shape[1]))
-        if (j + 1) % 100 == 0:
-            log(f"step {j + 1}/{n} ({time.perf_counter() - t0:.0f}s)")
+    t0, logged = time.perf_counter(), -1
+    for j, label in round_robin({label: s["n"] for label, s in setups.items()}):
+        s = setups[label]
+        batch = next(s["batches"]).to(s["trainer"].device)
+        c0 = time.process_time()
+        s["trainer"].training_step(batch)
+        dt = time.process_time() - c0
+        if j >= warmup:
+            s["cpu"].append(dt)
+            s["widths"].append(int(batch.items.shape[1]))
+        if j % 100 == 99 and j != logged:
+            logged = j
+            log(f"step {j + 1} ({time.perf_counter() - t0:.0f}s)")
     out = {}
     for label, s in setups.items():
         ms = [x * 1000 for x in s["cpu"]]
@@ -297,6 +294,18 @@ def measure(groups: list[dict], warmup: int, steps: int, seed: int, threads: int
                       "step_cpu_ms_all": [round(x, 3) for x in ms], "timed_steps": len(ms),
                       "mean_batch_width": statistics.fmean(s["widths"]), **s["info"]}
     return out
+
+
+def round_robin(counts: dict[str, int]):
+    """(step j, label) pairs in timing order: at step j every label that has a j-th batch, the order rotated at
+    every step so that no setting always goes first. A setting whose epoch has fewer batches (e.g. one example per
+    user instead of one per prefix) drops out when they are done, so that every setting's whole epoch is timed."""
+    labels = list(counts)
+    for j in range(max(counts.values(), default=0)):
+        k = j % len(labels)
+        for label in labels[k:] + labels[:k]:
+            if j < counts[label]:
+                yield j, label
 
 
 def src_uncommitted() -> list[str]:

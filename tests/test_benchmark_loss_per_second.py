@@ -95,3 +95,12 @@ def test_labels(bench):
     assert bench.setting_label(bench.loss_setting({"loss": "sampled_softmax", "negatives": 4096,
                                                    "negative_sampler": "popularity", "negatives_per": "row"})) == \
         "sampled_softmax/popularity/4096/per_row"
+
+
+def test_round_robin_times_every_settings_whole_epoch(bench):
+    steps = list(bench.round_robin({"a": 3, "b": 1, "c": 2}))
+    # every setting gets exactly its own number of steps, in step order
+    for label, n in {"a": 3, "b": 1, "c": 2}.items():
+        assert [j for j, lab in steps if lab == label] == list(range(n))
+    # the order rotates while all are present, and the short ones drop out
+    assert steps == [(0, "a"), (0, "b"), (0, "c"), (1, "c"), (1, "a"), (2, "a")]
