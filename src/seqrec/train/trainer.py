@@ -228,7 +228,6 @@ class Trainer:
         self.bad_validations = 0
         self.history: list[dict] = []
         self.elapsed_before = 0.0      # training wall time spent before a resume
-        self.early_stopped = False     # a resumed run that early stopping had already ended
         self.tracking_seconds = 0.0    # time spent on train.track_test evaluations (excluded from elapsed)
         self.stopped_by = "max_epochs"
         self.best_state = None
@@ -336,7 +335,7 @@ class Trainer:
 
     def fit(self) -> dict:
         tc = self.cfg.train
-        while self.epoch < tc.max_epochs and not self.early_stopped:
+        while self.epoch < tc.max_epochs and self.stopped_by != "early_stopping":
             self.epoch += 1
             stats = self.train_epoch(self.epoch)
             record = {"epoch": self.epoch, "train": stats["terms"], "train_seconds": round(stats["seconds"], 3),
@@ -356,7 +355,7 @@ class Trainer:
                     self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 else:
                     self.bad_validations += 1
-                if tc.patience and self.bad_validations >= tc.patience:
+                if self._patience_exhausted():
                     self.stopped_by = "early_stopping"
                     stop = True
             if stats["budget_hit"]:
@@ -467,14 +466,14 @@ class Trainer:
         torch.set_rng_state(mine["torch"])
         if mine["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(mine["cuda"], self.device)
-        if self.stopped_by == "early_stopping":
-            patience = self.cfg.train.patience
-            if patience and self.bad_validations >= patience:
-                self.early_stopped = True                # nothing left to train: just test again
-            else:
-                # resumed with a longer patience (or none): training goes on from the epoch it stopped at, exactly
-                # as a run with that patience from the start (the stop decision changed nothing else)
-                self.stopped_by = "max_epochs"
+        if self.stopped_by == "early_stopping" and not self._patience_exhausted():
+            # resumed with a longer patience (or none): training goes on from the epoch it stopped at, exactly as a
+            # run with that patience from the start (the stop decision changed nothing else); else fit() only retests
+            self.stopped_by = "max_epochs"
+
+    def _patience_exhausted(self) -> bool:
+        patience = self.cfg.train.patience
+        return bool(patience) and self.bad_validations >= patience
 
     def _result(self, val: dict, test: dict, train_wall: float) -> dict:
         epochs_with_time = [r["train_seconds"] for r in self.history]
