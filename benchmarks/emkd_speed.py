@@ -33,6 +33,9 @@ Adam, and at the end its peak RSS (VmHWM).
     python benchmarks/emkd_speed.py --against b6a6ce5 --batches 6 --warmup 2 --threads 1
     python benchmarks/emkd_speed.py --against b6a6ce5 --batches 12 --warmup 2 --spread   # the epoch's width mix
 
+--precisions fp32,bf16 runs this code's step once per listed train.precision, each in its own worker beside the old
+commit's fp32 one (bf16: autocast around forward + loss, as the trainer; needs a CPU with native bfloat16).
+
 Writes benchmarks/results/emkd_speed_vs_<REV>_cpu.json.
 """
 from __future__ import annotations
@@ -366,7 +369,9 @@ for line in sys.stdin:
     batch = span_batch(data.items, examples, batches[i])
     torch.manual_seed(cfg.train.seed + i)
     t0 = time.process_time()
-    out = model.loss(batch)
+    # the trainer's step: autocast (bf16) around forward + loss only, weights and Adam in float32
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.get("precision") == "bf16"):
+        out = model.loss(batch)
     opt.zero_grad(set_to_none=True)
     out["loss"].backward()
     opt.step()
@@ -418,36 +423,48 @@ def extract_tree(rev: str, dest: Path) -> str:
 
 def run_against(args) -> None:
     import tempfile
+    from seqrec.config import ConfigError
+    from seqrec.train.precision import resolve_precision
+    for precision in args.precisions:              # fails early, e.g. bf16 on a CPU without native bfloat16
+        try:
+            ok = precision in ("fp32", "bf16") and resolve_precision(precision, torch.device("cpu")) == precision
+        except ConfigError as e:
+            raise SystemExit(f"--precisions: {e}")
+        if not ok:
+            raise SystemExit(f"--precisions: {precision!r} is not a CPU precision (fp32, or bf16 on a CPU with native "
+                             "bfloat16)")
     t_start = time.perf_counter()
     load_start = list(os.getloadavg())
     overrides = width_overrides(args.d, args.threads)
     n = args.warmup + args.batches
     with tempfile.TemporaryDirectory(prefix="emkd_against_") as tmp:
         old_commit = extract_tree(args.against, Path(tmp))
-        workers = {
-            "then": StepWorker("then", Path(tmp) / "src",
-                               {"config": str(Path(tmp) / "configs/emkd/beauty.yaml"), "overrides": overrides,
-                                "threads": args.threads, "n_batches": n, "spread": args.spread}),
-            "now": StepWorker("now", ROOT / "src", {"config": args.config, "overrides": overrides,
-                                                    "threads": args.threads, "n_batches": n, "spread": args.spread}),
-        }
+        common = {"overrides": overrides, "threads": args.threads, "n_batches": n, "spread": args.spread}
+        workers = {"then": StepWorker("then", Path(tmp) / "src",
+                                      {**common, "config": str(Path(tmp) / "configs/emkd/beauty.yaml")})}
+        for precision in args.precisions:         # "now" (fp32), and "now bf16" etc. beside it
+            name = "now" if precision == "fp32" else f"now {precision}"
+            workers[name] = StepWorker(name, ROOT / "src", {**common, "config": args.config, "precision": precision})
+        now = list(workers)[1]                    # the first of this code's workers
         ready = {k: w.read() for k, w in workers.items()}
-        if ready["then"]["batches"] != ready["now"]["batches"]:
+        if any(r["batches"] != ready["then"]["batches"] for r in ready.values()):
             raise SystemExit("--against: the two versions form different batches; the comparison would not be "
                              "side by side")
         steps = {k: [] for k in workers}
         for i in range(n):
-            order = list(workers) if i % 2 == 0 else list(workers)[::-1]
+            names = list(workers)
+            order = names[i % len(names):] + names[:i % len(names)]     # rotate which goes first
             for k in order:
                 steps[k].append(workers[k].ask(i))
-            print(f"batch {i} (width {steps['now'][-1]['width']}): " + ", ".join(
+            print(f"batch {i} (width {steps['then'][-1]['width']}): " + ", ".join(
                 f"{k} {steps[k][-1]['cpu_s']:.2f} s" for k in workers) + (" (warm-up)" if i < args.warmup else ""),
                 flush=True)
         peaks = {k: w.close()["peak_rss_mb"] for k, w in workers.items()}
     timed = {k: [s["cpu_s"] for s in v[args.warmup:]] for k, v in steps.items()}
     mean = {k: float(np.mean(v)) for k, v in timed.items()}
-    ratio = mean["then"] / mean["now"]
-    print(f"then {mean['then']:.2f} s, now {mean['now']:.2f} s per step: {ratio:.2f}x", flush=True)
+    ratio = {k: mean["then"] / mean[k] for k in workers if k != "then"}
+    print(f"then {mean['then']:.2f} s per step; " + ", ".join(f"{k} {mean[k]:.2f} s ({ratio[k]:.2f}x)" for k in ratio),
+          flush=True)
     cfg = load_config(args.config, overrides)
     result = {
         "kind": "speed", "name": f"emkd_speed_vs_{args.against}_cpu",
@@ -457,11 +474,14 @@ def run_against(args) -> None:
                         "(alternating which goes first), CPU time of forward + loss, backward and Adam."),
         "summary": {"d": args.d, "against_commit": old_commit, "batches_timed": args.batches,
                     "cpu_seconds_per_step_then": round(mean["then"], 3),
-                    "cpu_seconds_per_step_now": round(mean["now"], 3), "speedup": round(ratio, 2),
-                    "peak_rss_mb_then": round(peaks["then"]), "peak_rss_mb_now": round(peaks["now"])},
+                    **{f"cpu_seconds_per_step_{k.replace(' ', '_')}": round(mean[k], 3) for k in ratio},
+                    **{("speedup" if k == "now" else f"speedup_{k.replace(' ', '_')}"): round(v, 2)
+                       for k, v in ratio.items()},
+                    **{f"peak_rss_mb_{k.replace(' ', '_')}": round(v) for k, v in peaks.items()}},
+        "precisions_now": args.precisions,
         "step_cpu_seconds": {k: [round(x, 3) for x in v] for k, v in timed.items()},
-        "batch_widths": [s["width"] for s in steps["now"][args.warmup:]],
-        "batches_per_epoch": ready["now"]["batches_per_epoch"],
+        "batch_widths": [s["width"] for s in steps[now][args.warmup:]],
+        "batches_per_epoch": ready[now]["batches_per_epoch"],
         "loss_terms": {k: [s["terms"] for s in v] for k, v in steps.items()},
         "load_average_at_start": load_start,
         **provenance(args.threads, "cpu"),
@@ -471,7 +491,9 @@ def run_against(args) -> None:
                              "identical in both versions (checked)", "warmup": args.warmup,
                      "which_batches": ("evenly spaced over epoch 1 (its mix of widths)" if args.spread else
                                        "the first of epoch 1"),
-                     "order": "the two versions interleaved per batch, alternating first",
+                     "order": "the workers interleaved per batch, rotating which goes first",
+                     "precision": ("then: fp32; now: each of precisions_now, autocast around forward + loss as "
+                                   "the trainer's train.precision (weights and Adam float32)"),
                      "memory": "each worker's VmHWM at the end (data, model, optimiser state and the steps)"},
         "wall_seconds": round(time.perf_counter() - t_start, 1),
     }
@@ -492,6 +514,9 @@ def main() -> None:
     ap.add_argument("--fused", action="store_true", help="fused vs dense item losses (see above), CPU")
     ap.add_argument("--d", type=int, default=64, help="--fused / --against: model width of the speed comparison (FFN 4d)")
     ap.add_argument("--against", metavar="REV", help="this code's step vs commit REV's (see above), CPU")
+    ap.add_argument("--precisions", default="fp32", type=lambda v: v.split(","),
+                    help="--against: this code's step in each of these train.precision formats beside the old "
+                         "commit's fp32 step, e.g. fp32,bf16 (bf16: a CPU with native bfloat16)")
     ap.add_argument("--spread", action="store_true",
                     help="--against: time batches evenly spaced over the epoch (its mix of widths), not its first")
     ap.add_argument("--memory-steps", type=int, default=2,

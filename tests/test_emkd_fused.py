@@ -220,6 +220,25 @@ def test_autocast_bfloat16_is_close_to_the_dense_path():
         assert values[True][k] == pytest.approx(values[False][k], rel=3e-2), k
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_autocast_bfloat16_gradients_follow_the_float32_ones(bias):
+    # Under autocast the fused path casts its operands once and runs the three products per member in bfloat16,
+    # everything else in float32: values and every gradient within bfloat16 rounding of the float32 path (a
+    # gradient missing its row weights or a member's KD share would be off by far more).
+    hidden, weights, biases, targets, view_of = inputs(3, bias=bias, seed=5)
+    leaves = [*hidden, *weights, *biases]
+    want = fused(hidden, weights, biases, targets, view_of, 0.3, 0.5, chunk=6)
+    want_grads = gradients(want[0], leaves)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = fused(hidden, weights, biases, targets, view_of, 0.3, 0.5, chunk=6)
+    got_grads = gradients(got[0], leaves)
+    for name, a, b in zip(("total", "ce", "kd"), got, want):
+        assert a.dtype == torch.float32 and float(a) == pytest.approx(float(b), rel=2e-2), name
+    for i, (a, b) in enumerate(zip(got_grads, want_grads)):
+        assert a.dtype == torch.float32
+        assert float((a - b).norm() / b.norm()) < 3e-2, i
+
+
 def test_logits_chunk_rows_is_a_checked_emkd_key():
     assert emkd().cfg.logits_chunk_rows == 64
     assert emkd("model.logits_chunk_rows=0").cfg.logits_chunk_rows == 0

@@ -435,6 +435,12 @@ class _EnsembleItemLosses(torch.autograd.Function):
         k, n = targets.shape[0], weights[0].shape[0]
         rows = k if chunk_rows <= 0 else min(chunk_rows, k)
         dev = row_weight.device
+        # Under autocast the products run in its dtype (as F.linear would), everything else in float32. The
+        # operands are cast once per call here, not per chunk: the [n, d] weights would otherwise be cast again by
+        # every chunk's products (three times per member), and each gradient block twice.
+        low = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else None
+        cast = (lambda t: t) if low is None else (lambda t: None if t is None else t.to(low))
+        operands = ([cast(h) for h in hidden], [cast(w) for w in weights], [cast(b) for b in biases])
         blocks = [torch.empty(rows, n, device=dev) for _ in range(2 * n_members + 2)]
         grads = None
         if need_grad:
@@ -445,9 +451,9 @@ class _EnsembleItemLosses(torch.autograd.Function):
         for lo in range(0, k, max(rows, 1)):
             hi = min(lo + rows, k)
             w = row_weight[lo:hi].float()
-            ce_chunk, kd_chunk = _ensemble_chunk([h[lo:hi] for h in hidden], weights, biases, targets[lo:hi], w,
-                                                 1.0 / temperature, kd_weight, kd_active,
-                                                 [b[: hi - lo] for b in blocks], grads, lo)
+            chunk_operands = ([h[lo:hi] for h in operands[0]], operands[1], operands[2])
+            ce_chunk, kd_chunk = _ensemble_chunk(chunk_operands, targets[lo:hi], w, 1.0 / temperature, kd_weight,
+                                                 kd_active, [b[: hi - lo] for b in blocks], grads, lo)
             ce = ce + ce_chunk
             if kd_active:
                 kd = kd + kd_chunk
@@ -468,10 +474,13 @@ class _EnsembleItemLosses(torch.autograd.Function):
         return (None,) * 8 + tuple(scaled)
 
 
-def _ensemble_chunk(hidden, weights, biases, y, w, inv_t, kd_weight, kd_active, blocks, grads, lo):
+def _ensemble_chunk(operands, y, w, inv_t, kd_weight, kd_active, blocks, grads, lo):
     """One chunk of r rows of `ensemble_item_losses`: (its weighted ce sum, its weighted kd sum or None), scalars.
-    blocks: 2N + 2 float32 [r, n] work blocks. With grads = (dh, dW, db) lists, adds this chunk's gradients into
-    them (dh at rows lo:lo + r). Every [r, n] operation is in place on the blocks (no allocation per chunk)."""
+    operands: (hidden rows of this chunk, weights, biases) per member, all float32, or all in autocast's dtype (then
+    the products run in that dtype and everything else in float32). blocks: 2N + 2 float32 [r, n] work blocks. With
+    grads = (dh, dW, db) lists (float32), adds this chunk's gradients into them (dh at rows lo:lo + r). Every [r, n]
+    operation is in place on the blocks (no allocation per chunk, except the low-precision copies of a product)."""
+    hidden, weights, biases = operands
     n_members = len(hidden)
     centred, probs = blocks[:n_members], blocks[n_members:2 * n_members]
     total_p, p_t = blocks[2 * n_members:]
@@ -520,27 +529,25 @@ def _ensemble_chunk(hidden, weights, biases, y, w, inv_t, kd_weight, kd_active, 
         if kd_active:
             g.sub_(total_p, alpha=coef)                  # p_a + coef (N p_a^T - S)
         g.scatter_add_(1, y[:, None], minus_one)         # - onehot(y)
-        # the row weights w go on the [r, d] sides of the products, not on the [r, n] block
-        dh[a][lo:lo + y.shape[0]] = (g @ weights[a]) * w_col
-        _add_product(dw[a], g.T, hidden[a] * w_col)
         if db[a] is not None:
-            db[a].addmv_(g.T, w)
+            db[a].addmv_(g.T, w)                         # float32 (a cheap product)
+        # the row weights w go on the [r, d] sides of the products, not on the [r, n] block
+        weighted_h = hidden[a].float() * w_col
+        if hidden[a].dtype == torch.float32:
+            dh[a][lo:lo + y.shape[0]] = (g @ weights[a]) * w_col
+            dw[a].addmm_(g.T, weighted_h)
+        else:                                            # low precision: g cast once for both products
+            g_low = g.to(hidden[a].dtype)
+            dh[a][lo:lo + y.shape[0]] = (g_low @ weights[a]).float() * w_col
+            dw[a].add_(g_low.T @ weighted_h.to(g_low.dtype))    # accumulated in float32 over the chunks
     return ce, kd
 
 
 def _logits_into(out: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-    """out [r, n] (float32) = h @ weight^T + bias; under autocast the product in autocast's dtype (as F.linear)."""
-    if torch.is_autocast_enabled(h.device.type):
+    """out [r, n] (float32) = h @ weight^T + bias, the product in the operands' dtype (float32, or autocast's)."""
+    if h.dtype != torch.float32:
         out.copy_(F.linear(h, weight, bias))
     elif bias is None:
         torch.mm(h, weight.T, out=out)
     else:
         torch.addmm(bias, h, weight.T, out=out)
-
-
-def _add_product(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """acc += a @ b, in place; under autocast the product in autocast's dtype, accumulated in float32."""
-    if torch.is_autocast_enabled(a.device.type):
-        acc.add_(a @ b)
-    else:
-        acc.addmm_(a, b)
