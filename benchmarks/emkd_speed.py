@@ -470,8 +470,9 @@ def run_against(args) -> None:
         "kind": "speed", "name": f"emkd_speed_vs_{args.against}_cpu",
         "description": (f"EMKD training step on Beauty (configs/emkd/beauty.yaml: N 3, M 8, max_len 15, batch 256; "
                         f"d {args.d}, FFN {4 * args.d}): this commit's code against commit {old_commit[:7]}'s, each "
-                        "in its own worker process, the same batches and per-step seeds, steps interleaved "
-                        "(alternating which goes first), CPU time of forward + loss, backward and Adam."),
+                        "in its own worker process (this code once per precision in precisions_now), the same "
+                        "batches and per-step seeds, steps interleaved (rotating which goes first), CPU time of "
+                        "forward + loss, backward and Adam."),
         "summary": {"d": args.d, "against_commit": old_commit, "batches_timed": args.batches,
                     "cpu_seconds_per_step_then": round(mean["then"], 3),
                     **{f"cpu_seconds_per_step_{k.replace(' ', '_')}": round(mean[k], 3) for k in ratio},
