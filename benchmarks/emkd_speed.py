@@ -369,7 +369,8 @@ for line in sys.stdin:
     batch = span_batch(data.items, examples, batches[i])
     torch.manual_seed(cfg.train.seed + i)
     t0 = time.process_time()
-    # the trainer's step: autocast (bf16) around forward + loss only, weights and Adam in float32
+    # the trainer's step: autocast (bf16) around forward + loss only, weights and Adam in float32 (torch.autocast
+    # itself, not seqrec.train.precision: the same worker runs old trees that predate it)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.get("precision") == "bf16"):
         out = model.loss(batch)
     opt.zero_grad(set_to_none=True)

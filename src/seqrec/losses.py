@@ -439,8 +439,8 @@ class _EnsembleItemLosses(torch.autograd.Function):
         # operands are cast once per call here, not per chunk: the [n, d] weights would otherwise be cast again by
         # every chunk's products (three times per member), and each gradient block twice.
         low = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else None
-        cast = (lambda t: t) if low is None else (lambda t: None if t is None else t.to(low))
-        operands = ([cast(h) for h in hidden], [cast(w) for w in weights], [cast(b) for b in biases])
+        operands = tuple([t if t is None or low is None else t.to(low) for t in group]
+                         for group in (hidden, weights, biases))
         blocks = [torch.empty(rows, n, device=dev) for _ in range(2 * n_members + 2)]
         grads = None
         if need_grad:
