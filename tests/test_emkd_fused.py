@@ -239,6 +239,24 @@ def test_autocast_bfloat16_gradients_follow_the_float32_ones(bias):
         assert float((a - b).norm() / b.norm()) < 3e-2, i
 
 
+def test_autocast_float16_keeps_small_row_weights_in_the_gradients():
+    # float16 (GPUs without bfloat16) runs the logit products in float16 but the two gradient products in float32:
+    # the gradients are formed in forward, before a GradScaler's scale reaches them, so float16 operands would flush
+    # row-weighted rows (here w ~ 1e-6, where h * w falls to float16's subnormals: dW was 10% off that way).
+    hidden, weights, biases, targets, view_of = inputs(3, seed=5)
+    leaves = [*hidden, *weights, *biases]
+    small = row_weight(view_of) * 1e-6
+    want = ensemble_item_losses(hidden, weights, biases, targets, small, 0.3, 0.5, True, 6)
+    want_grads = gradients(want[0], leaves)
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = ensemble_item_losses(hidden, weights, biases, targets, small, 0.3, 0.5, True, 6)
+    got_grads = gradients(got[0], leaves)
+    assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-2)
+    for i, (a, b) in enumerate(zip(got_grads, want_grads)):
+        assert a.dtype == torch.float32
+        assert float((a - b).norm() / b.norm()) < 1e-2, i
+
+
 def test_logits_chunk_rows_is_a_checked_emkd_key():
     assert emkd().cfg.logits_chunk_rows == 64
     assert emkd("model.logits_chunk_rows=0").cfg.logits_chunk_rows == 0

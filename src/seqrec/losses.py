@@ -441,6 +441,10 @@ class _EnsembleItemLosses(torch.autograd.Function):
         low = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else None
         operands = tuple([t if t is None or low is None else t.to(low) for t in group]
                          for group in (hidden, weights, biases))
+        # The gradient products run in bfloat16 under a bfloat16 autocast, but in float32 under float16: this
+        # function forms its gradients in forward, before a GradScaler's loss scale reaches them, so float16 would
+        # flush the row-weighted rows and small probabilities that the scale protects on the usual path.
+        grad_weights = operands[1] if low == torch.bfloat16 else [w.float() for w in weights]
         blocks = [torch.empty(rows, n, device=dev) for _ in range(2 * n_members + 2)]
         grads = None
         if need_grad:
@@ -452,8 +456,8 @@ class _EnsembleItemLosses(torch.autograd.Function):
             hi = min(lo + rows, k)
             w = row_weight[lo:hi].float()
             chunk_operands = ([h[lo:hi] for h in operands[0]], operands[1], operands[2])
-            ce_chunk, kd_chunk = _ensemble_chunk(chunk_operands, targets[lo:hi], w, 1.0 / temperature, kd_weight,
-                                                 kd_active, [b[: hi - lo] for b in blocks], grads, lo)
+            ce_chunk, kd_chunk = _ensemble_chunk(chunk_operands, grad_weights, targets[lo:hi], w, 1.0 / temperature,
+                                                 kd_weight, kd_active, [b[: hi - lo] for b in blocks], grads, lo)
             ce = ce + ce_chunk
             if kd_active:
                 kd = kd + kd_chunk
@@ -474,10 +478,12 @@ class _EnsembleItemLosses(torch.autograd.Function):
         return (None,) * 8 + tuple(scaled)
 
 
-def _ensemble_chunk(operands, y, w, inv_t, kd_weight, kd_active, blocks, grads, lo):
+def _ensemble_chunk(operands, grad_weights, y, w, inv_t, kd_weight, kd_active, blocks, grads, lo):
     """One chunk of r rows of `ensemble_item_losses`: (its weighted ce sum, its weighted kd sum or None), scalars.
     operands: (hidden rows of this chunk, weights, biases) per member, all float32, or all in autocast's dtype (then
-    the products run in that dtype and everything else in float32). blocks: 2N + 2 float32 [r, n] work blocks. With
+    the logit products run in that dtype and everything else in float32). grad_weights: the [n, d] weights per
+    member in the dtype of the two gradient products (float32, or bfloat16 as the operands). blocks: 2N + 2 float32
+    [r, n] work blocks. With
     grads = (dh, dW, db) lists (float32), adds this chunk's gradients into them (dh at rows lo:lo + r). Every [r, n]
     operation is in place on the blocks (no allocation per chunk, except the low-precision copies of a product)."""
     hidden, weights, biases = operands
@@ -533,12 +539,12 @@ def _ensemble_chunk(operands, y, w, inv_t, kd_weight, kd_active, blocks, grads, 
             db[a].addmv_(g.T, w)                         # float32 (a cheap product)
         # the row weights w go on the [r, d] sides of the products, not on the [r, n] block
         weighted_h = hidden[a].float() * w_col
-        if hidden[a].dtype == torch.float32:
-            dh[a][lo:lo + y.shape[0]] = (g @ weights[a]) * w_col
+        if grad_weights[a].dtype == torch.float32:
+            dh[a][lo:lo + y.shape[0]] = (g @ grad_weights[a]) * w_col
             dw[a].addmm_(g.T, weighted_h)
-        else:                                            # low precision: g cast once for both products
-            g_low = g.to(hidden[a].dtype)
-            dh[a][lo:lo + y.shape[0]] = (g_low @ weights[a]).float() * w_col
+        else:                                            # bfloat16: g cast once for both products
+            g_low = g.to(grad_weights[a].dtype)
+            dh[a][lo:lo + y.shape[0]] = (g_low @ grad_weights[a]).float() * w_col
             dw[a].add_(g_low.T @ weighted_h.to(g_low.dtype))    # accumulated in float32 over the chunks
     return ce, kd
 
