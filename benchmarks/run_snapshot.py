@@ -43,9 +43,12 @@ def snapshot(name: str, scratch: Path = HERE / "scratch") -> dict:
         "test_at_best_epoch": best.get("test") if best else None,
         "elapsed_s": round(state["elapsed_s"], 3),
         "stopped_by": state.get("stopped_by") if state.get("finished") else None,
+        # the commits that trained its epochs, in order (history records name them since the trainer does so)
+        "run_commits": list(dict.fromkeys(r["git_commit"] for r in history if "git_commit" in r)),
         "config": state["config"], "history": history,
         "note": "git_commit is the snapshot checkout's commit: the run's code where the snapshot runs in the run's "
-                "own worktree (as the commands in docs/ do); test metrics are tracked for reporting only",
+                "own worktree (as the commands in docs/ do); run_commits, where the history names them, are the "
+                "commits that trained its epochs; test metrics are tracked for reporting only",
     }
 
 

@@ -25,6 +25,7 @@ def test_snapshot_of_a_finished_run_matches_its_history(bench, tmp_path):
     assert snap["best_epoch"] == best["epoch"] == result["best_epoch"]
     assert snap["best_valid"] == best["valid"] and snap["test_at_best_epoch"] == best["test"]
     assert snap["selection_metric"] == cfg.train.metric and snap["stopped_by"] == result["stopped_by"]
+    assert snap["run_commits"] == [result["git_commit"]]
 
 
 def test_snapshot_of_an_unfinished_checkpoint_is_running(bench, tmp_path):

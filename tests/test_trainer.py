@@ -99,6 +99,18 @@ def test_exact_resume(run_a, synthetic, tmp_path):
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
 
+def test_history_names_the_commit_of_each_epoch_across_a_resume(synthetic, tmp_path):
+    # a run resumed in a later session may run newer code: each epoch's record keeps the commit that trained it
+    first = Trainer(tiny_config("train.max_epochs=2"), tmp_path, quiet=True, data=synthetic)
+    first.git_commit = "commit-one"
+    first.fit()
+    resumed = Trainer(tiny_config("train.max_epochs=3"), tmp_path, quiet=True, resume=True, data=synthetic)
+    resumed.git_commit = "commit-two"
+    result = resumed.fit()
+    assert [r["git_commit"] for r in result["history"]] == ["commit-one", "commit-one", "commit-two"]
+    assert result["git_commit"] == "commit-two"
+
+
 def test_resume_with_a_longer_patience_continues_an_early_stopped_run(synthetic, tmp_path):
     """A run stopped by early stopping, resumed with a larger train.patience, trains on exactly as a run with that
     patience from the start (same losses, metrics and weights); resumed with the same patience it only retests."""

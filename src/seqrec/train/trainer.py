@@ -338,8 +338,10 @@ class Trainer:
         while self.epoch < tc.max_epochs and self.stopped_by != "early_stopping":
             self.epoch += 1
             stats = self.train_epoch(self.epoch)
+            # git_commit per epoch: a run resumed across sessions may span commits (result.json names the last)
             record = {"epoch": self.epoch, "train": stats["terms"], "train_seconds": round(stats["seconds"], 3),
-                      "examples_per_s": round(stats["examples"] / max(stats["seconds"], 1e-9), 1)}
+                      "examples_per_s": round(stats["examples"] / max(stats["seconds"], 1e-9), 1),
+                      "git_commit": self.git_commit}
             stop = stats["budget_hit"]
             if self.epoch >= tc.eval_start and (self.epoch % tc.eval_every == 0 or stop):
                 val = self.evaluate("valid")
