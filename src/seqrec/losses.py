@@ -483,9 +483,9 @@ def _ensemble_chunk(operands, grad_weights, y, w, inv_t, kd_weight, kd_active, b
     operands: (hidden rows of this chunk, weights, biases) per member, all float32, or all in autocast's dtype (then
     the logit products run in that dtype and everything else in float32). grad_weights: the [n, d] weights per
     member in the dtype of the two gradient products (float32, or bfloat16 as the operands). blocks: 2N + 2 float32
-    [r, n] work blocks. With
-    grads = (dh, dW, db) lists (float32), adds this chunk's gradients into them (dh at rows lo:lo + r). Every [r, n]
-    operation is in place on the blocks (no allocation per chunk, except the low-precision copies of a product)."""
+    [r, n] work blocks. With grads = (dh, dW, db) lists (float32), adds this chunk's gradients into them (dh at rows
+    lo:lo + r). Every [r, n] operation is in place on the blocks (no allocation per chunk, except the
+    low-precision copies of a product)."""
     hidden, weights, biases = operands
     n_members = len(hidden)
     centred, probs = blocks[:n_members], blocks[n_members:2 * n_members]
