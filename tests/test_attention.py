@@ -179,3 +179,47 @@ def test_cpu_attention_dropout_path_matches_sdpa_without_dropout_and_is_unbiased
     standard_error = draws.std(0) / math.sqrt(len(draws))
     assert ((draws.mean(0) - reference).abs() <= 5 * standard_error + 1e-6).all()
     assert (draws.std(0) > 0).any()                      # it did drop something
+
+
+def test_ligr_encoder_matches_a_reference_written_from_primitives(naive):
+    """gated=True (LiGR, eSASRec's layer) with a SwiGLU feed-forward and a final LayerNorm, against the layer
+    written out by hand from the module's weights: h = x + sigmoid(G1 x) * attn(LN1 x);
+    out = h + sigmoid(G2 h) * W2(silu(a) * b), [a, b] = W1 LN2(h); LN_final at the end; padding rows 0."""
+    torch.manual_seed(0)
+    enc = TransformerEncoder(2, 16, 2, 24, 0.0, 0.0, causal=True, activation="swiglu", norm_first=True,
+                             gated=True, final_norm=True).double().eval()
+    for p in enc.parameters():            # non-trivial biases and norm affines, so every term is exercised
+        torch.nn.init.normal_(p, 0.0, 0.3)
+    x, padding, lengths = right_padded_batch(seed=4)
+    x = x.double()
+    with torch.no_grad():
+        out = enc(x, padding)
+        last = enc(x, padding, only=lengths - 1)
+    naive()
+    mask = attention_mask(padding, True)
+    keep = padding.unsqueeze(-1).double()
+
+    def ln(norm, v):
+        mu = v.mean(-1, keepdim=True)
+        var = ((v - mu) ** 2).mean(-1, keepdim=True)
+        return (v - mu) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+
+    def lin(layer, v):
+        return v @ layer.weight.T + layer.bias
+
+    ref = x
+    with torch.no_grad():
+        for blk in enc.blocks:
+            n1 = ln(blk.norm1, ref)
+            h = ref + torch.sigmoid(lin(blk.gate1, ref)) * blk.attn(n1, n1, mask)
+            a, b = lin(blk.ffn.fc1, ln(blk.norm2, h)).split(24, dim=-1)
+            f = lin(blk.ffn.fc2, a * torch.sigmoid(a) * b)
+            ref = (h + torch.sigmoid(lin(blk.gate2, h)) * f) * keep
+        ref = ln(enc.final_norm, ref) * keep
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(last, ref[torch.arange(len(lengths)), lengths - 1], atol=1e-10, rtol=0)
+
+
+def test_gated_residuals_need_pre_ln():
+    with pytest.raises(ValueError, match="norm_first"):
+        TransformerEncoder(1, 16, 2, 32, 0.0, 0.0, causal=True, gated=True)

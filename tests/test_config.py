@@ -259,3 +259,11 @@ def test_heads_must_divide_d(overrides, parts):
     assert "\n" not in message
     for p in parts:
         assert p in message, f"{p!r} not in {message!r}"
+
+
+def test_sasrec_gated_residuals_without_pre_ln_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"model.gated: .*norm_first"):
+        load_config(None, ["model.name=sasrec", "model.gated=true"])
+    cfg = load_config(None, ["model.name=sasrec", "model.gated=true", "model.norm_first=true",
+                             "model.activation=swiglu", "model.final_norm=true"])
+    assert cfg.model.gated and cfg.model.final_norm and cfg.model.activation == "swiglu"

@@ -163,13 +163,14 @@ def test_sasrec_sequence_loss_is_mean_of_prefix_losses(synthetic_split):
     assert prefix_loss == pytest.approx(all_positions, rel=1e-5)
 
 
-@pytest.mark.parametrize("causal,norm_first", [(True, False), (False, True)])
-def test_encoder_only_positions_equal_full_outputs_and_gradients(causal, norm_first):
+@pytest.mark.parametrize("causal,norm_first,ligr", [(True, False, False), (False, True, False), (True, True, True)])
+def test_encoder_only_positions_equal_full_outputs_and_gradients(causal, norm_first, ligr):
     """TransformerEncoder(only=...) computes the last block for one query per row: same outputs and gradients
     (w.r.t. the input and every parameter) as the full encoder read at those positions."""
     from seqrec.nn import TransformerEncoder
     torch.manual_seed(0)
-    enc = TransformerEncoder(2, 16, 2, 32, 0.0, 0.0, causal=causal, norm_first=norm_first).double()
+    extra = dict(activation="swiglu", gated=True, final_norm=True) if ligr else {}
+    enc = TransformerEncoder(2, 16, 2, 32, 0.0, 0.0, causal=causal, norm_first=norm_first, **extra).double()
     lengths = torch.tensor([7, 3, 1, 5, 6])
     padding = torch.arange(7)[None] < lengths[:, None]
     x = torch.randn(5, 7, 16, dtype=torch.double, requires_grad=True)

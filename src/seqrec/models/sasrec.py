@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import torch
 
 from seqrec.config import check_choice
+from seqrec.errors import ConfigError
 from seqrec.losses import rows_at
 from seqrec.models.base import DatasetInfo, ModelConfig, SeqRecModel, encoder_fields, init_normal, loss_fields
 from seqrec.nn import SequenceEmbedding, TransformerEncoder
+from seqrec.nn.transformer import FFN_ACTIVATIONS
 
 
 @dataclass
@@ -19,9 +21,16 @@ class SASRecConfig(ModelConfig):
     name: str = "sasrec"
     max_len: int = 50
     activation: str = "gelu"
-    """gelu | relu."""
+    """gelu | relu | swiglu (the feed-forward's activation; swiglu: SwiGLU of hidden width `inner`, fc1 twice as
+    wide, as LiGR / eSASRec)."""
     norm_first: bool = False
     """Pre-LN blocks (True) or post-LN as in RecBole/MCLRec (False)."""
+    gated: bool = False
+    """LiGR's gated residuals (eSASRec's layer): each block's attention and feed-forward branch is multiplied by
+    sigmoid(Linear(residual stream)) before it is added (seqrec.nn.transformer.TransformerBlock). Needs
+    norm_first: true."""
+    final_norm: bool = False
+    """A LayerNorm on the encoder's output (the usual end of a pre-LN stack; original SASRec, eSASRec)."""
     ce_padding_class: bool = False
     """Training CE only (model.loss=ce; the sampled losses never draw id 0): keep the padding id 0 in the softmax
     as a class that is never a target (its logit is h . E[0]), as the RecBole / official MCLRec code does. The CE
@@ -31,7 +40,10 @@ class SASRecConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_choice("model.activation", self.activation, ("gelu", "relu"))
+        check_choice("model.activation", self.activation, FFN_ACTIVATIONS)
+        if self.gated and not self.norm_first:
+            raise ConfigError("model.gated: LiGR's gated residuals need model.norm_first: true (they gate pre-LN "
+                             "branches); got norm_first false")
 
 
 class SASRec(SeqRecModel):
@@ -43,7 +55,8 @@ class SASRec(SeqRecModel):
         super().__init__(cfg, info)
         self.embed = SequenceEmbedding(info.n_items + 1, cfg.max_len, cfg.d, cfg.dropout, layer_norm=True)
         self.encoder = TransformerEncoder(cfg.layers, cfg.d, cfg.heads, cfg.inner, cfg.dropout, cfg.attn_dropout,
-                                          causal=True, activation=cfg.activation, norm_first=cfg.norm_first)
+                                          causal=True, activation=cfg.activation, norm_first=cfg.norm_first,
+                                          gated=cfg.gated, final_norm=cfg.final_norm)
         init_normal(self, cfg.init_std)
 
     def encode(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
