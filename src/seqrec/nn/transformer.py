@@ -45,7 +45,7 @@ class TransformerBlock(nn.Module):
 
     norm_first=False (post-LN): x = LN(x + drop(attn(x))); x = LN(x + drop(ffn(x)))
     norm_first=True  (pre-LN):  x = x + drop(attn(LN(x))); x = x + drop(ffn(LN(x)))
-    gated=True (LiGR, Gu et al. 2025, eSASRec's layer; needs norm_first): each residual branch is scaled by a
+    gated=True (LiGR, arXiv 2502.03417, the layer eSASRec uses; needs norm_first): each residual branch is scaled by a
     learned gate of the residual stream, x = x + sigmoid(G1 x) * drop(attn(LN(x))); x = x + sigmoid(G2 x) *
     drop(ffn(LN(x))) (G1, G2: d x d Linear layers with bias).
     `query` (optional) replaces x as the attention query (keys and values stay x); its residual is the query.
