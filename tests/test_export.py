@@ -20,8 +20,10 @@ from seqrec.serve.export import (OUTPUTS, ScoringGraph, _session, export_onnx_mo
                                  topk_agreement, verify_onnx)
 
 N_ITEMS = 50
-MODELS = {   # name -> config overrides of a tiny model (max_len 8: BERT4Rec's history_len is 7)
+MODELS = {   # name[+variant] -> config overrides of a tiny model (max_len 8: BERT4Rec's history_len is 7)
     "sasrec": ["model.heads=2", "model.layers=2"],
+    "sasrec+ligr": ["model.heads=2", "model.layers=2", "model.norm_first=true", "model.gated=true",
+                    "model.activation=swiglu", "model.final_norm=true"],
     "bert4rec": ["model.heads=2", "model.layers=2"],
     "gru4rec": ["model.layers=2"],
     "mqsa_ted": ["model.heads=2", "model.window=3"],
@@ -32,7 +34,7 @@ MODELS = {   # name -> config overrides of a tiny model (max_len 8: BERT4Rec's h
 def tiny_model(name: str):
     from seqrec.config import load_config
     from seqrec.models import DatasetInfo, build_model
-    cfg = load_config(None, [f"model.name={name}", "model.d=16", "model.max_len=8",
+    cfg = load_config(None, [f"model.name={name.split('+')[0]}", "model.d=16", "model.max_len=8",
                              f"data.synthetic_items={N_ITEMS}", *MODELS[name]])
     torch.manual_seed(0)
     return build_model(cfg.model, DatasetInfo(N_ITEMS)).eval()
