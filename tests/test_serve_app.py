@@ -216,7 +216,7 @@ def test_ready_only_after_loading_and_warm_up():
         release.wait(10)
         return fake
 
-    with TestClient(create_app(load), raise_server_exceptions=False) as c:
+    with TestClient(create_app(load, load_wait_s=0), raise_server_exceptions=False) as c:
         assert c.get("/health").status_code == 200                  # alive while loading
         assert c.get("/ready").json()["status"] == "loading" and c.get("/ready").status_code == 503
         r = c.post("/recommend", json={"histories": [[1]]})
@@ -224,6 +224,24 @@ def test_ready_only_after_loading_and_warm_up():
         release.set()
         wait_ready(c)
         assert fake.calls == [1]                                    # the warm-up call
+
+    # with a load wait, a request that arrives while the model loads is answered once it has loaded
+    release.clear()
+    with TestClient(create_app(load, load_wait_s=10), raise_server_exceptions=False) as c:
+        answers = []
+        waiting = threading.Thread(target=lambda: answers.append(c.post("/recommend", json={"histories": [[1]]})))
+        waiting.start()
+        time.sleep(0.2)
+        assert c.get("/ready").json()["status"] == "loading" and not answers    # still waiting, not refused
+        release.set()
+        waiting.join(10)
+        assert answers and answers[0].status_code == 200
+    # ... and one whose wait runs out gets the 503
+    release.clear()
+    with TestClient(create_app(load, load_wait_s=0.1), raise_server_exceptions=False) as c:
+        r = c.post("/recommend", json={"histories": [[1]]})
+        assert r.status_code == 503 and "loading" in r.json()["error"]
+        release.set()
 
     def broken():
         raise FileNotFoundError("best.pt")
@@ -442,6 +460,7 @@ def test_cli_port_in_use_and_bad_options_are_one_line_errors(capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "already in use" in err and str(port) in err
     for option in (["--max-batch", "0"], ["--max-wait-ms", "-1"], ["--workers", "0"], ["--read-timeout-s", "0"],
+                   ["--load-wait-s", "-1"],
                    ["--port", "70000"], ["--host", "no.such.host.invalid"]):
         assert main(["serve", "no-such.pt", "--port", "0", *option]) == 2
         err = capsys.readouterr().err.strip()

@@ -227,6 +227,8 @@ def _add_serve(sub) -> None:
                    "1000000); a larger one gets 413")
     p.add_argument("--read-timeout-s", type=float, default=10.0, help="a request body must arrive within this "
                    "(default 10); else 408")
+    p.add_argument("--load-wait-s", type=float, default=30.0, help="a /recommend that reaches a worker still "
+                   "loading its model waits up to this for it, then 503 (default 30; 0: 503 at once)")
     p.add_argument("--keep-alive-s", type=float, default=5.0, help="idle keep-alive connections are closed "
                    "after this (default 5)")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
@@ -242,7 +244,8 @@ def cmd_serve(args) -> int:
           access_log=args.access_log, keep_alive_s=args.keep_alive_s,
           announce=lambda line: print(line, flush=True),
           max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_k=args.max_k,
-          max_body_bytes=args.max_body_bytes, read_timeout_s=args.read_timeout_s)
+          max_body_bytes=args.max_body_bytes, read_timeout_s=args.read_timeout_s,
+          load_wait_s=args.load_wait_s)
     return 0
 
 

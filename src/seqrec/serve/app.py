@@ -19,7 +19,8 @@ Concurrent /recommend requests are scored together by a MicroBatcher (seqrec.ser
 checked on its own before it joins a batch.
 
 `create_app` takes the recommender itself, or a function that loads it: the app then loads it in the background
-once started (/health answers at once, /ready when loaded). `app_from_env` is the factory that `seqrec serve
+once started (/health answers at once, /ready when loaded; a /recommend arriving meanwhile waits up to
+load_wait_s for the model, then gets a 503). `app_from_env` is the factory that `seqrec serve
 --workers N` gives uvicorn: each worker process builds its app from the settings in the SEQREC_SERVE environment
 variable (JSON, written by seqrec.serve.server).
 """
@@ -302,7 +303,7 @@ async def _discard_body(receive, deadline: float) -> None:
 # -- the serving state ----------------------------------------------------------------------------------------------
 
 def check_settings(max_batch: int = 256, max_wait_ms: float = 2.0, max_body_bytes: int = 1_000_000,
-                   max_k: int = 1000, read_timeout_s: float = 10.0) -> None:
+                   max_k: int = 1000, read_timeout_s: float = 10.0, load_wait_s: float = 30.0) -> None:
     """create_app's settings, each named with its `seqrec serve` option in the SeqrecError."""
     for name, value in (("max_batch", max_batch), ("max_body_bytes", max_body_bytes), ("max_k", max_k)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -312,26 +313,29 @@ def check_settings(max_batch: int = 256, max_wait_ms: float = 2.0, max_body_byte
     if not (isinstance(read_timeout_s, (int, float)) and read_timeout_s > 0):
         raise SeqrecError(f"read_timeout_s (--read-timeout-s): expected a positive number of seconds, got "
                           f"{read_timeout_s!r}")
+    if isinstance(load_wait_s, bool) or not (isinstance(load_wait_s, (int, float)) and load_wait_s >= 0):
+        raise SeqrecError(f"load_wait_s (--load-wait-s): expected a number of seconds >= 0, got {load_wait_s!r}")
 
 
 class Serving:
     """What the routes share: the recommender (once loaded), the batcher, the metrics and the limits."""
 
     def __init__(self, recommender, max_batch: int, max_wait_ms: float, max_body_bytes: int, max_k: int,
-                 read_timeout_s: float):
+                 read_timeout_s: float, load_wait_s: float):
         if callable(getattr(recommender, "recommend_batch", None)):
             self.recommender, self.load = recommender, None
         elif callable(recommender):
             self.recommender, self.load = None, recommender
         else:
             raise TypeError("create_app: expected a recommender (with recommend_batch) or a function loading one")
-        check_settings(max_batch, max_wait_ms, max_body_bytes, max_k, read_timeout_s)
+        check_settings(max_batch, max_wait_ms, max_body_bytes, max_k, read_timeout_s, load_wait_s)
         self.max_batch, self.max_body_bytes, self.max_k = max_batch, max_body_bytes, max_k
-        self.read_timeout_s = read_timeout_s
+        self.read_timeout_s, self.load_wait_s = read_timeout_s, load_wait_s
         self.metrics = ServeMetrics()
         self.batcher = MicroBatcher(self._score, max_batch, max_wait_ms, on_batch=self.metrics.observe_batch)
         self.ready = False
         self.failed: str | None = None
+        self.settled = asyncio.Event()      # set when start() has ended, ready or failed
 
     def _score(self, histories, k, exclude_history):
         return self.recommender.recommend_batch(histories, k, exclude_history)
@@ -349,9 +353,11 @@ class Serving:
         except Exception as e:      # the process stays up to say so on /health and /ready
             self.failed = f"{type(e).__name__}: {e}" if not isinstance(e, SeqrecError) else str(e)
             log.error("the model could not be loaded: %s", self.failed, exc_info=not isinstance(e, SeqrecError))
+            self.settled.set()
             return
         self.ready = True
         self.metrics.ready.set(1)
+        self.settled.set()
         log.info("ready: %s", type(self.recommender).__name__)
 
     def check(self, histories: list, k: int) -> None:
@@ -369,6 +375,13 @@ class Serving:
             encode(histories)
 
     async def recommend(self, request: Request, histories: list, k: int, exclude_history: bool) -> Response:
+        if not self.ready and not self.failed and self.load_wait_s > 0:
+            # `--workers N` share one socket, so a request can reach a worker that is still loading while /ready,
+            # answered by another worker, says 200: it waits for this worker's model instead of failing
+            try:
+                await asyncio.wait_for(self.settled.wait(), self.load_wait_s)
+            except asyncio.TimeoutError:
+                pass
         if not self.ready:
             return _error(503, self.failed or "the model is loading; see /ready")
         self.check(histories, k)
@@ -399,7 +412,7 @@ def _warm_up(recommender) -> None:
 # -- the app --------------------------------------------------------------------------------------------------------
 
 def create_app(recommender, max_batch: int = 256, max_wait_ms: float = 2.0, max_body_bytes: int = 1_000_000,
-               max_k: int = 1000, read_timeout_s: float = 10.0) -> FastAPI:
+               max_k: int = 1000, read_timeout_s: float = 10.0, load_wait_s: float = 30.0) -> FastAPI:
     """The service over `recommender` (or over what the function `recommender` returns, loaded in the background
     at start-up).
 
@@ -408,8 +421,10 @@ def create_app(recommender, max_batch: int = 256, max_wait_ms: float = 2.0, max_
     max_body_bytes:  largest request body (and query string) accepted
     max_k:           largest k accepted (and never more than the model's items)
     read_timeout_s:  a request body must have arrived within this many seconds
+    load_wait_s:     a /recommend arriving while the model loads waits up to this many seconds for it, then 503
+                     (0: 503 at once)
     """
-    serving = Serving(recommender, max_batch, max_wait_ms, max_body_bytes, max_k, read_timeout_s)
+    serving = Serving(recommender, max_batch, max_wait_ms, max_body_bytes, max_k, read_timeout_s, load_wait_s)
 
     async def lifespan(app: FastAPI):
         serving.batcher.start()
@@ -478,8 +493,8 @@ def _version() -> str:
 
 def app_from_env() -> FastAPI:
     """The app of one `seqrec serve --workers N` worker: settings from the SEQREC_SERVE environment variable (JSON:
-    checkpoint, backend, max_batch, max_wait_ms, max_body_bytes, max_k, read_timeout_s); the recommender is
-    loaded in the background, so the worker answers /health at once and /ready when loaded."""
+    checkpoint, backend, max_batch, max_wait_ms, max_body_bytes, max_k, read_timeout_s, load_wait_s); the
+    recommender is loaded in the background, so the worker answers /health at once and /ready when loaded."""
     from seqrec.serve.server import loader
     raw = os.environ.get(ENV_SETTINGS)
     if not raw:

@@ -183,8 +183,8 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8080, workers: i
           access_log: bool = False, keep_alive_s: float = 5, announce: Callable[[str], None] | None = None,
           **app_settings) -> None:
     """Serve `checkpoint` until stopped (Ctrl-C, SIGTERM). app_settings: create_app's keyword arguments
-    (max_batch, max_wait_ms, max_body_bytes, max_k, read_timeout_s). Bad settings, an unreadable checkpoint and
-    an address that cannot be listened on are SeqrecErrors raised before anything is served."""
+    (max_batch, max_wait_ms, max_body_bytes, max_k, read_timeout_s, load_wait_s). Bad settings, an unreadable
+    checkpoint and an address that cannot be listened on are SeqrecErrors raised before anything is served."""
     from seqrec.serve.app import ENV_SETTINGS, check_settings, create_app
 
     if not isinstance(workers, int) or workers < 1:
