@@ -133,8 +133,11 @@ def group_results(results: dict[str, dict]) -> list[dict]:
     for e in entries:
         diff = sorted(k for k in set(e["other"]) | set(reference) if e["other"].get(k) != reference.get(k))
         label = setting_label(e["setting"])
-        if diff:
-            label += " [" + ", ".join(f"{k}={e['other'].get(k)}" for k in diff) + "]"
+        # a key of the reference's model that this model has not (another model's SASRec keys) is not listed:
+        # the differing model.name says it; the group key below still holds the whole config
+        shown = [k for k in diff if k in e["other"]]
+        if shown:
+            label += " [" + ", ".join(f"{k}={e['other'][k]}" for k in shown) + "]"
         key = (label, json.dumps(e["other"], sort_keys=True, default=str))
         groups.setdefault(key, []).append(e)
     out = []

@@ -51,6 +51,16 @@ def test_grouping_and_means(bench):
     assert not groups["ce [model.d=128]"]["is_reference_config"]
 
 
+def test_label_lists_another_models_own_keys_not_the_references_absent_ones(bench):
+    gru = result(0.040, 0.08, 9, 1, loss="ce")
+    gru["config"]["model"] = {"name": "gru4rec", "loss": "ce"}
+    labels = [g["label"] for g in bench.group_results({**FILES, "gru_s1.json": gru})]
+    gru_label = next(label for label in labels if "gru4rec" in label)
+    assert gru_label.startswith("ce [") and "model.name=gru4rec" in gru_label
+    # SASRec's keys (heads, norm_first, ...) are not GRU4Rec's: not listed as `=None`
+    assert "model.heads" not in gru_label and "model.norm_first" not in gru_label
+
+
 def test_derived_figures_and_summary(bench):
     groups = bench.group_results(FILES)
     # step_cpu_ms is the mean step (what the epoch seconds use); the median is only recorded
