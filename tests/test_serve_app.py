@@ -236,6 +236,24 @@ def test_ready_only_after_loading_and_warm_up():
         release.set()
         waiting.join(10)
         assert answers and answers[0].status_code == 200
+    # a load that fails ends the wait at once, with the load's error
+    release.clear()
+
+    def broken_later():
+        release.wait(10)
+        raise FileNotFoundError("best.pt")
+
+    with TestClient(create_app(broken_later, load_wait_s=30), raise_server_exceptions=False) as c:
+        answers = []
+        waiting = threading.Thread(target=lambda: answers.append(c.post("/recommend", json={"histories": [[1]]})))
+        waiting.start()
+        time.sleep(0.2)
+        assert not answers
+        t0 = time.monotonic()
+        release.set()
+        waiting.join(10)
+        assert answers and answers[0].status_code == 503 and "best.pt" in answers[0].json()["error"]
+        assert time.monotonic() - t0 < 5
     # ... and one whose wait runs out gets the 503
     release.clear()
     with TestClient(create_app(load, load_wait_s=0.1), raise_server_exceptions=False) as c:

@@ -353,12 +353,12 @@ class Serving:
         except Exception as e:      # the process stays up to say so on /health and /ready
             self.failed = f"{type(e).__name__}: {e}" if not isinstance(e, SeqrecError) else str(e)
             log.error("the model could not be loaded: %s", self.failed, exc_info=not isinstance(e, SeqrecError))
-            self.settled.set()
-            return
-        self.ready = True
-        self.metrics.ready.set(1)
-        self.settled.set()
-        log.info("ready: %s", type(self.recommender).__name__)
+        else:
+            self.ready = True
+            self.metrics.ready.set(1)
+            log.info("ready: %s", type(self.recommender).__name__)
+        finally:
+            self.settled.set()      # ends the waits of requests that arrived while loading, either way
 
     def check(self, histories: list, k: int) -> None:
         """A request's own errors, found before it joins a batch (SeqrecError -> 422)."""
@@ -375,7 +375,7 @@ class Serving:
             encode(histories)
 
     async def recommend(self, request: Request, histories: list, k: int, exclude_history: bool) -> Response:
-        if not self.ready and not self.failed and self.load_wait_s > 0:
+        if not self.ready and self.load_wait_s > 0:     # after a failed load, `settled` is set: no wait
             # `--workers N` share one socket, so a request can reach a worker that is still loading while /ready,
             # answered by another worker, says 200: it waits for this worker's model instead of failing
             try:
