@@ -72,8 +72,18 @@ def main(argv: list[str] | None = None) -> int:
                     "(default benchmarks/results)")
     args = ap.parse_args(argv)
     try:                                        # every name read before anything is printed
-        runs = [summary(*load_run(name, args.results)) for name in args.names]
-    except (ValueError, KeyError) as e:
+        runs = []
+        for name in args.names:
+            path, run = load_run(name, args.results)
+            try:
+                runs.append(summary(path, run))
+            except KeyError as e:
+                raise ValueError(f"{path}: no key {e} (not a result file or run_snapshot.py snapshot?)") from None
+        metrics = {s["metric"] for s in runs}
+        if len(metrics) > 1:                    # one column per table: runs selected on different metrics differ
+            raise ValueError(f"the runs select on different metrics ({', '.join(sorted(metrics))}): compare "
+                             "runs of one selection metric")
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(render(args.names, runs, args.at, args.results))

@@ -47,3 +47,15 @@ def test_missing_run_is_one_line_error_naming_both_paths(bench, results, capsys)
     out, err = capsys.readouterr()
     assert out == ""                                      # nothing printed for the runs that were found
     assert err.count("\n") == 1 and "nope.json" in err and str(results / "progress") in err
+
+
+def test_file_without_the_fields_or_another_metric_is_named(bench, results, capsys):
+    (results / "odd.json").write_text(json.dumps({"config": CONFIG}))
+    assert bench.main(["done", "odd", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "odd.json" in err
+    (results / "hr.json").write_text(json.dumps({**RESULT, "config": {"train": {"metric": "HR@10"}},
+                                                 "history": [{"epoch": 1, "valid": {"HR@10": 0.5}}]}))
+    assert bench.main(["done", "hr", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "HR@10" in err and "NDCG@10" in err
