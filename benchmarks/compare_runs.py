@@ -31,7 +31,15 @@ def load_run(name: str, results: Path) -> tuple[Path, dict]:
 
 
 def summary(path: Path, run: dict) -> dict:
-    """Where the run stands, the same fields for a result file and a progress snapshot."""
+    """Where the run stands, the same fields for a result file and a progress snapshot (ValueError naming the file
+    where a field is missing)."""
+    try:
+        return _summary(path, run)
+    except KeyError as e:
+        raise ValueError(f"{path}: no key {e} (not a result file or run_snapshot.py snapshot?)") from None
+
+
+def _summary(path: Path, run: dict) -> dict:
     metric = run["config"]["train"]["metric"]
     history = run["history"]
     if run.get("kind") == "progress":
@@ -72,13 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                     "(default benchmarks/results)")
     args = ap.parse_args(argv)
     try:                                        # every name read before anything is printed
-        runs = []
-        for name in args.names:
-            path, run = load_run(name, args.results)
-            try:
-                runs.append(summary(path, run))
-            except KeyError as e:
-                raise ValueError(f"{path}: no key {e} (not a result file or run_snapshot.py snapshot?)") from None
+        runs = [summary(*load_run(name, args.results)) for name in args.names]
         metrics = {s["metric"] for s in runs}
         if len(metrics) > 1:                    # one column per table: runs selected on different metrics differ
             raise ValueError(f"the runs select on different metrics ({', '.join(sorted(metrics))}): compare "
