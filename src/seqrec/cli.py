@@ -1,4 +1,4 @@
-"""Command line: `seqrec train | evaluate | recommend | data stats | data check | results | plot | export`.
+"""Command line: `seqrec train | evaluate | compare | recommend | data stats | data check | results | plot | export`.
 
 Thin: parses arguments, builds the config, calls the library. User errors (SeqrecError) print one line and exit 2.
 """
@@ -126,6 +126,109 @@ def cmd_evaluate(args) -> int:
               f"{res['seconds']:.1f}s")
         for k, v in res["metrics"].items():
             print(f"  {k:<8} {v:.4f}")
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="paired comparison of two checkpoints on the same users, with a "
+                       "confidence interval and p-value",
+                       description="Evaluate checkpoints A and B on the same users (full ranking) and compare their "
+                                   "per-user metric values: the difference B - A, its paired bootstrap interval, the "
+                                   "p-value of the paired t statistic, and how many users each ranks better "
+                                   "(seqrec.eval.paired). Says nothing about the spread between training runs.")
+    p.add_argument("checkpoint_a", metavar="A", help="checkpoint of the reference model (e.g. the baseline)")
+    p.add_argument("checkpoint_b", metavar="B", help="checkpoint of the model compared with it")
+    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--metric", "-m", dest="metrics", action="append", default=None, metavar="NAME",
+                   help="HR@K, NDCG@K or MRR@K (repeatable; default NDCG@10 and HR@10)")
+    p.add_argument("--exclude", choices=("none", "window", "history"), default=None,
+                   help="items removed from the ranking (default: the checkpoints' config, which must agree)")
+    p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override both stored configs' data/eval keys, e.g. --set data.path=/data/Beauty.txt")
+    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples of the users (default "
+                   "10000; 0: no interval)")
+    p.add_argument("--level", type=float, default=0.95, help="coverage of the interval (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
+def compare_checkpoints(path_a, path_b, split: str = "test", metrics=("NDCG@10", "HR@10"),
+                        exclude: str | None = None, overrides=(), resamples: int = 10_000, level: float = 0.95,
+                        seed: int = 0) -> dict:
+    """The paired comparison of two checkpoints' per-user `metrics` on `split` (`seqrec compare`; its arguments).
+
+    Both are evaluated on the data the first one's config names, which both must have been trained on; the
+    evaluated users, their histories and targets must be the same under either config (a model's own history
+    length may differ), and so must the exclusion (unless `exclude` is given)."""
+    import dataclasses
+
+    import numpy as np
+
+    from seqrec.config import apply_overrides, config_from_dict
+    from seqrec.data.loading import load_dataset, make_split
+    from seqrec.eval.evaluator import evaluate
+    from seqrec.eval.metrics import metric_values, parse_metric_name
+    from seqrec.eval.paired import paired_difference
+    from seqrec.train.checkpoint import check_same_data, model_from_checkpoint
+    parsed = {m: parse_metric_name(m, "--metric") for m in metrics}           # before anything is loaded
+    if resamples < 0:
+        raise SeqrecError(f"--resamples: expected a count >= 0, got {resamples}")
+    if not 0 < level < 1:
+        raise SeqrecError(f"--level: expected a coverage between 0 and 1 (e.g. 0.95), got {level}")
+    runs = []
+    for path in (path_a, path_b):
+        model, cfg, ckpt = model_from_checkpoint(path)
+        if overrides:
+            cfg = config_from_dict(apply_overrides(cfg.to_dict(), list(overrides)))
+        runs.append((path, model, cfg, ckpt))
+    (_, _, cfg_a, _), (_, _, cfg_b, _) = runs
+    if exclude is None:
+        if cfg_a.eval.exclude != cfg_b.eval.exclude:
+            raise SeqrecError(f"{path_a} is evaluated with eval.exclude={cfg_a.eval.exclude}, {path_b} with "
+                              f"{cfg_b.eval.exclude}; give --exclude to compare both under one protocol")
+        exclude = cfg_a.eval.exclude
+    data = load_dataset(cfg_a.data)
+    for path, _, _, ckpt in runs:
+        check_same_data(ckpt, path, data, "compare")                            # by fingerprint, before scoring
+    splits = [make_split(data, cfg.data) for cfg in (cfg_a, cfg_b)]
+    same_task = all(np.array_equal(x, y) for x, y in zip(splits[0].eval_inputs(split), splits[1].eval_inputs(split)))
+    if not (same_task and np.array_equal(splits[0].users(split), splits[1].users(split))):
+        data_a, data_b = dataclasses.asdict(cfg_a.data), dataclasses.asdict(cfg_b.data)
+        keys = sorted(k for k in data_a if data_a[k] != data_b.get(k))
+        raise SeqrecError(f"{path_a} and {path_b} evaluate different users, histories or targets on the {split} "
+                          f"split (their configs differ in data.{', data.'.join(keys) or '?'}); a paired "
+                          f"comparison needs the same ones")
+    ranks = []
+    for (path, model, cfg, _), sp in zip(runs, splits):
+        res = evaluate(model, sp, split, exclude, cfg.eval.ks, cfg.eval.batch_size, return_ranks=True,
+                       item_chunk=cfg.eval.item_chunk)
+        ranks.append(res["ranks"])
+    comparisons = {}
+    for name, (kind, k) in parsed.items():
+        a, b = (metric_values(r, kind, k).numpy() for r in ranks)
+        comparisons[name] = paired_difference(a, b, resamples=resamples, seed=seed, level=level)
+    return {"a": str(path_a), "b": str(path_b), "model_a": cfg_a.model.name, "model_b": cfg_b.model.name,
+            "dataset": data.name, "split": split, "exclude": exclude, "users": len(ranks[0]),
+            "protocol": {**splits[0].protocol, "ranking": "full", "exclude": exclude},
+            "comparisons": comparisons}
+
+
+def cmd_compare(args) -> int:
+    out = compare_checkpoints(args.checkpoint_a, args.checkpoint_b, args.split, args.metrics or ["NDCG@10", "HR@10"],
+                              args.exclude, args.overrides, args.resamples, args.level, args.seed)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"A = {out['model_a']} ({out['a']}), B = {out['model_b']} ({out['b']})")
+    print(f"{out['dataset']}, {out['split']}, exclude={out['exclude']}, {out['users']} users; "
+          f"B - A with a {args.level:.0%} paired bootstrap interval ({args.resamples} resamples, seed {args.seed})")
+    print(f"{'metric':<9} {'A':>8} {'B':>8} {'B - A':>9} {'interval':>21} {'relative':>9} {'p':>9}  users B better / "
+          f"A better / same")
+    for name, c in out["comparisons"].items():
+        interval = "-" if c["ci_low"] is None else f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
+        relative = "-" if c["relative"] is None else f"{c['relative']:+.1%}"
+        print(f"{name:<9} {c['a']:>8.4f} {c['b']:>8.4f} {c['difference']:>+9.4f} {interval:>21} {relative:>9} "
+              f"{c['p_value']:>9.2g}  {c['b_better']} / {c['a_better']} / {c['same']}")
     return 0
 
 
@@ -357,14 +460,14 @@ def cmd_plot(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend, "data": cmd_data,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare, "recommend": cmd_recommend, "data": cmd_data,
             "results": cmd_results, "serve": cmd_serve, "plot": cmd_plot, "export": cmd_export}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqrec", description="Sequential recommendation: train, evaluate, serve.")
     sub = parser.add_subparsers(dest="command")
-    for add in (_add_train, _add_evaluate, _add_recommend, _add_serve, _add_export, _add_data, _add_results, _add_plot):
+    for add in (_add_train, _add_evaluate, _add_compare, _add_recommend, _add_serve, _add_export, _add_data, _add_results, _add_plot):
         add(sub)
     return parser
 

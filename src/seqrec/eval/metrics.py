@@ -22,17 +22,23 @@ def parse_metric_name(name: str, where: str = "metric") -> tuple[str, int]:
     return m.group(1), int(m.group(2))
 
 
+def metric_values(ranks: torch.Tensor, kind: str, k: int) -> torch.Tensor:
+    """Each user's value of metric `kind`@k ("HR", "NDCG" or "MRR"), float64, from the 0-based ranks."""
+    ranks = ranks.double()
+    hit = ranks < k
+    safe = torch.where(hit, ranks, torch.zeros_like(ranks))      # no log2 / division of an inf rank
+    if kind == "HR":
+        return hit.double()
+    if kind == "NDCG":
+        return hit / torch.log2(safe + 2)
+    if kind == "MRR":
+        return hit / (safe + 1)
+    raise ValueError(f"unknown metric {kind!r}; expected one of {', '.join(METRICS)}")
+
+
 def metric_sums(ranks: torch.Tensor, ks: list[int]) -> dict[str, float]:
     """Per-metric sums over users (to be divided by the user count after gathering across batches/ranks)."""
-    ranks = ranks.double()
-    out = {}
-    for k in ks:
-        hit = ranks < k
-        safe = torch.where(hit, ranks, torch.zeros_like(ranks))
-        out[f"HR@{k}"] = float(hit.sum())
-        out[f"NDCG@{k}"] = float((hit / torch.log2(safe + 2)).sum())
-        out[f"MRR@{k}"] = float((hit / (safe + 1)).sum())
-    return out
+    return {f"{kind}@{k}": float(metric_values(ranks, kind, k).sum()) for k in ks for kind in METRICS}
 
 
 def metrics_from_ranks(ranks: torch.Tensor, ks: list[int]) -> dict[str, float]:
