@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import TINY
-from seqrec.cli import main
+from seqrec.cli import compare_checkpoints, main
+from seqrec.errors import SeqrecError
 from seqrec.eval.metrics import METRICS, metric_values, metrics_from_ranks
 from seqrec.eval.paired import bootstrap_means, paired_difference
 
@@ -154,3 +155,5 @@ def test_compare_checks_its_arguments_before_loading(tmp_path, capsys):
     assert rc == 2 and "AUC@10" in err and "missing.pt" not in err
     rc, out, err = run(capsys, "compare", missing, missing, "--level", "95")
     assert rc == 2 and "--level" in err
+    with pytest.raises(SeqrecError, match="--exclude"):         # from Python, where argparse does not check
+        compare_checkpoints(missing, missing, exclude="all")

@@ -171,6 +171,10 @@ def compare_checkpoints(path_a, path_b, split: str = "test", metrics=("NDCG@10",
     from seqrec.eval.paired import paired_difference
     from seqrec.train.checkpoint import check_same_data, model_from_checkpoint
     parsed = {m: parse_metric_name(m, "--metric") for m in metrics}           # before anything is loaded
+    if split not in ("valid", "test"):
+        raise SeqrecError(f"--split: expected valid or test, got {split!r}")
+    if exclude not in (None, "none", "window", "history"):
+        raise SeqrecError(f"--exclude: expected none, window or history, got {exclude!r}")
     if resamples < 0:
         raise SeqrecError(f"--resamples: expected a count >= 0, got {resamples}")
     if not 0 < level < 1:

@@ -5,8 +5,8 @@ Per user u, d_u = b_u - a_u. Reported:
 * the mean difference (= metric of B minus metric of A) and B's relative change;
 * a paired bootstrap confidence interval of the mean difference: users resampled with replacement, `resamples`
   times, the percentile interval of the resampled means;
-* a two-sided p-value of the paired t statistic mean(d) / (sd(d) / sqrt(n)), from the normal distribution (the
-  t distribution at the thousands of users an evaluation has: the two differ by under 1e-3 from n = 1,000);
+* a two-sided p-value of the paired t statistic mean(d) / (sd(d) / sqrt(n)), from the normal distribution (for
+  the thousands of users an evaluation has, the t distribution's p-values differ from it by under 0.001);
 * how many users B ranks better, worse or the same.
 
 What this does not measure: the spread between training runs (seeds). A difference can be far outside the test
