@@ -157,3 +157,18 @@ def test_compare_checks_its_arguments_before_loading(tmp_path, capsys):
     assert rc == 2 and "--level" in err
     with pytest.raises(SeqrecError, match="--exclude"):         # from Python, where argparse does not check
         compare_checkpoints(missing, missing, exclude="all")
+
+
+def test_compare_refuses_different_evaluation_users(tmp_path, capsys):
+    # the same table split two ways: leave-one-out vs a global temporal split evaluate other users and targets
+    rng = np.random.default_rng(0)
+    rows = ["user_id,item_id,timestamp"] + [f"{u},{rng.integers(1, 30)},{u * 10 + t + rng.integers(0, 200)}"
+                                            for u in range(60) for t in range(8)]
+    table = tmp_path / "events.csv"
+    table.write_text("\n".join(rows) + "\n")
+    for name, split in (("loo", "loo"), ("temporal", "temporal")):
+        assert main(["train", *SETS, "--set", f"data.path={table}", "--set", f"data.split={split}",
+                     "--set", "train.max_epochs=1", "--out", str(tmp_path / name), "--quiet", "--no-baseline"]) == 0
+    rc, out, err = run(capsys, "compare", tmp_path / "loo" / "best.pt", tmp_path / "temporal" / "best.pt")
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "different users, histories or targets" in err and "data.split" in err

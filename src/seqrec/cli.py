@@ -464,14 +464,15 @@ def cmd_plot(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare, "recommend": cmd_recommend, "data": cmd_data,
-            "results": cmd_results, "serve": cmd_serve, "plot": cmd_plot, "export": cmd_export}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare, "recommend": cmd_recommend,
+            "data": cmd_data, "results": cmd_results, "serve": cmd_serve, "plot": cmd_plot, "export": cmd_export}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqrec", description="Sequential recommendation: train, evaluate, serve.")
     sub = parser.add_subparsers(dest="command")
-    for add in (_add_train, _add_evaluate, _add_compare, _add_recommend, _add_serve, _add_export, _add_data, _add_results, _add_plot):
+    for add in (_add_train, _add_evaluate, _add_compare, _add_recommend, _add_serve, _add_export, _add_data,
+                _add_results, _add_plot):
         add(sub)
     return parser
 
