@@ -28,6 +28,30 @@ from seqrec.eval.paired import paired_difference  # noqa: E402
 from seqrec.train.checkpoint import check_same_data, model_from_checkpoint  # noqa: E402
 
 
+def evaluate_subsets(model, split, exclude: str, ks, batch_size: int, item_chunk: int = 0) -> tuple[dict, dict]:
+    """({"members 0+2": {"valid": metrics, "test": metrics}, ...}, {label: test ranks}) for every non-empty subset
+    of the EMKD model's members, combined as model.combine says; the model's members are restored afterwards."""
+    members = list(model.members)
+    rows, test_ranks = {}, {}
+    try:
+        for size in range(1, len(members) + 1):
+            for subset in itertools.combinations(range(len(members)), size):
+                model.members = nn.ModuleList(members[i] for i in subset)
+                label = "members " + "+".join(str(i) for i in subset)
+                rows[label] = {}
+                for which in ("valid", "test"):
+                    res = evaluate(model, split, which, exclude, ks, batch_size, return_ranks=True,
+                                   item_chunk=item_chunk)
+                    rows[label][which] = res["metrics"]
+                    if which == "test":
+                        test_ranks[label] = res["ranks"]
+                print(f"{label}: valid NDCG@10 {rows[label]['valid']['NDCG@10']:.4f}, test NDCG@10 "
+                      f"{rows[label]['test']['NDCG@10']:.4f} HR@10 {rows[label]['test']['HR@10']:.4f}", flush=True)
+    finally:
+        model.members = nn.ModuleList(members)
+    return rows, test_ranks
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="an EMKD checkpoint (best.pt)")
@@ -41,23 +65,9 @@ def main() -> None:
     data = load_dataset(cfg.data)
     check_same_data(ckpt, args.checkpoint, data, "evaluate")
     split = make_split(data, cfg.data)
+    rows, test_ranks = evaluate_subsets(model, split, cfg.eval.exclude, cfg.eval.ks, cfg.eval.batch_size,
+                                        cfg.eval.item_chunk)
     members = list(model.members)
-    rows, test_ranks = {}, {}
-    for size in range(1, len(members) + 1):
-        for subset in itertools.combinations(range(len(members)), size):
-            model.members = nn.ModuleList(members[i] for i in subset)    # combined as model.combine says
-            label = "members " + "+".join(str(i) for i in subset)
-            row = {}
-            for which in ("valid", "test"):
-                res = evaluate(model, split, which, cfg.eval.exclude, cfg.eval.ks, cfg.eval.batch_size,
-                               return_ranks=True, item_chunk=cfg.eval.item_chunk)
-                row[which] = res["metrics"]
-                if which == "test":
-                    test_ranks[label] = res["ranks"]
-            rows[label] = row
-            print(f"{label}: valid NDCG@10 {row['valid']['NDCG@10']:.4f}, test NDCG@10 {row['test']['NDCG@10']:.4f} "
-                  f"HR@10 {row['test']['HR@10']:.4f}", flush=True)
-    model.members = nn.ModuleList(members)
     singles = [k for k in rows if "+" not in k]
     best_single = max(singles, key=lambda k: rows[k]["valid"]["NDCG@10"])
     whole = f"members {'+'.join(str(i) for i in range(len(members)))}"
