@@ -77,7 +77,7 @@ def main() -> None:
            "description": f"EMKD members ({cfg.model.n_networks} networks, combine={cfg.model.combine}, epoch "
                           f"{ckpt.get('epoch')}) on their own and combined: test NDCG@10 / HR@10 per subset, and "
                           f"the whole ensemble against its best single member (on validation), paired on the test "
-                          f"users ({split.protocol.get('users_evaluated', '?')} users, exclude={cfg.eval.exclude})",
+                          f"users ({len(test_ranks[whole])} users, exclude={cfg.eval.exclude})",
            "summary": {**{k: {"test NDCG@10": r["test"]["NDCG@10"], "test HR@10": r["test"]["HR@10"],
                               "valid NDCG@10": r["valid"]["NDCG@10"]} for k, r in rows.items()},
                        **{f"whole - {best_single} {m}": {"difference": c["difference"], "interval low": c["ci_low"],

@@ -38,3 +38,9 @@ def test_broken_file_is_named(tmp_path):
     (tmp_path / "bad.json").write_text('{"a": 1,\n "b": }')
     with pytest.raises(SeqrecError, match=r"bad\.json:2"):
         write_results_md(tmp_path, tmp_path / "R.md")
+
+
+def test_small_values_are_not_printed_as_zero():
+    from seqrec.results import _fmt
+    assert [_fmt(v) for v in (2.3e-21, -5.2e-05, 0.0, 0.0354, 12345.6, 7)] == \
+        ["2.3e-21", "-5.2e-05", "0.0000", "0.0354", "12,345.6", "7"]

@@ -15,6 +15,8 @@ ACC_KEYS = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
 
 def _fmt(v) -> str:
     if isinstance(v, float):
+        if 0 < abs(v) < 1e-4:           # p-values, tiny shares: 4 decimals would print them as 0.0000
+            return f"{v:.2g}"
         return f"{v:.4f}" if abs(v) < 10 else f"{v:,.1f}"
     return str(v)
 
