@@ -2,10 +2,10 @@
 combining them at inference? Each member of a trained EMKD checkpoint evaluated on its own, every subset of the
 members combined as the model combines them (model.combine), and the whole ensemble.
 
-    python benchmarks/emkd_members.py RUN/best.pt --name NAME
+    python benchmarks/emkd_members.py RUN/best.pt --name NAME [--against BASELINE/best.pt]
 Writes benchmarks/results/NAME.json: validation and test metrics of every subset (full ranking, the checkpoint's
-protocol), and the paired test comparison (seqrec.eval.paired) of the whole ensemble against its best single
-member (chosen on validation NDCG@10).
+protocol), and the paired test comparisons (seqrec.eval.paired) of the whole ensemble against its best single
+member (chosen on validation NDCG@10) and, with --against, of that member against another model.
 """
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="an EMKD checkpoint (best.pt)")
     ap.add_argument("--name", required=True, help="result file name: benchmarks/results/NAME.json")
+    ap.add_argument("--against", help="another model's checkpoint (e.g. the baseline): the best single member "
+                    "compared with it, paired on the test users (member - that model)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
@@ -71,19 +73,26 @@ def main() -> None:
     singles = [k for k in rows if "+" not in k]
     best_single = max(singles, key=lambda k: rows[k]["valid"]["NDCG@10"])
     whole = f"members {'+'.join(str(i) for i in range(len(members)))}"
-    paired = {m: paired_difference(*(metric_values(test_ranks[k], kind, 10).numpy() for k in (best_single, whole)))
-              for m, kind in (("NDCG@10", "NDCG"), ("HR@10", "HR"))}
+    pairs = {f"whole - {best_single}": (best_single, whole)}
+    if args.against:
+        other, other_cfg, other_ckpt = model_from_checkpoint(args.against)
+        check_same_data(other_ckpt, args.against, data, "evaluate")
+        test_ranks["against"] = evaluate(other, split, "test", cfg.eval.exclude, cfg.eval.ks, cfg.eval.batch_size,
+                                         return_ranks=True)["ranks"]
+        pairs[f"{best_single} - {other_cfg.model.name}"] = ("against", best_single)
+    paired = {f"{label} {m}": paired_difference(*(metric_values(test_ranks[k], kind, 10).numpy() for k in (a, b)))
+              for label, (a, b) in pairs.items() for m, kind in (("NDCG@10", "NDCG"), ("HR@10", "HR"))}
     out = {"kind": "measurement", "name": args.name,
            "description": f"EMKD members ({cfg.model.n_networks} networks, combine={cfg.model.combine}, epoch "
                           f"{ckpt.get('epoch')}) on their own and combined: test NDCG@10 / HR@10 per subset, and "
                           f"the whole ensemble against its best single member (on validation), paired on the test "
-                          f"users ({len(test_ranks[whole])} users, exclude={cfg.eval.exclude})",
+                          f"users ({len(test_ranks[whole])} users, exclude={cfg.eval.exclude})"
+                          + (f"; the best single member against {args.against}" if args.against else ""),
            "summary": {**{k: {"test NDCG@10": r["test"]["NDCG@10"], "test HR@10": r["test"]["HR@10"],
                               "valid NDCG@10": r["valid"]["NDCG@10"]} for k, r in rows.items()},
-                       **{f"whole - {best_single} {m}": {"difference": c["difference"], "interval low": c["ci_low"],
-                                                         "interval high": c["ci_high"], "p": c["p_value"]}
-                          for m, c in paired.items()}},
-           "rows": rows, "best_single_member": best_single, "paired_whole_vs_best_single": paired,
+                       **{label: {"difference": c["difference"], "interval low": c["ci_low"],
+                                  "interval high": c["ci_high"], "p": c["p_value"]} for label, c in paired.items()}},
+           "rows": rows, "best_single_member": best_single, "paired": paired, "against": args.against,
            "checkpoint": str(args.checkpoint), "epoch": ckpt.get("epoch"),
            "protocol": {**split.protocol, "ranking": "full", "exclude": cfg.eval.exclude},
            "config": cfg.to_dict(), "seconds": time.time() - t0, **provenance(threads=1)}
