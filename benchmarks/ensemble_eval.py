@@ -60,7 +60,8 @@ def main() -> None:
         check_same_data(ckpt, path, data, "evaluate")
     split = make_split(data, cfg.data)
     ensemble = SumOfLogits([m for m, _, _ in loaded])
-    candidates = {path: m for path, (m, _, _) in zip(args.checkpoints, loaded)} | {"sum of logits": ensemble}
+    candidates = {f"member {i}: {path}": m for i, (path, (m, _, _)) in enumerate(zip(args.checkpoints, loaded))}
+    candidates["sum of logits"] = ensemble         # labels carry the index: a checkpoint may be given twice
     against = None
     if args.against:
         against, _, against_ckpt = model_from_checkpoint(args.against)
