@@ -23,8 +23,7 @@ from provenance import provenance, write_result  # noqa: E402
 
 from seqrec.data.loading import load_dataset, make_split  # noqa: E402
 from seqrec.eval.evaluator import evaluate  # noqa: E402
-from seqrec.eval.metrics import metric_values  # noqa: E402
-from seqrec.eval.paired import paired_difference  # noqa: E402
+from seqrec.eval.paired import paired_ranks  # noqa: E402
 from seqrec.train.checkpoint import check_same_data, model_from_checkpoint  # noqa: E402
 
 
@@ -80,8 +79,8 @@ def main() -> None:
         test_ranks["against"] = evaluate(other, split, "test", cfg.eval.exclude, cfg.eval.ks, cfg.eval.batch_size,
                                          return_ranks=True)["ranks"]
         pairs[f"{best_single} - {other_cfg.model.name}"] = ("against", best_single)
-    paired = {f"{label} {m}": paired_difference(*(metric_values(test_ranks[k], kind, 10).numpy() for k in (a, b)))
-              for label, (a, b) in pairs.items() for m, kind in (("NDCG@10", "NDCG"), ("HR@10", "HR"))}
+    paired = {f"{label} {m}": c for label, (a, b) in pairs.items()
+              for m, c in paired_ranks(test_ranks[a], test_ranks[b]).items()}
     out = {"kind": "measurement", "name": args.name,
            "description": f"EMKD members ({cfg.model.n_networks} networks, combine={cfg.model.combine}, epoch "
                           f"{ckpt.get('epoch')}) on their own and combined: test NDCG@10 / HR@10 per subset, and "

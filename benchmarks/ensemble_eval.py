@@ -23,8 +23,7 @@ from provenance import provenance, write_result  # noqa: E402
 
 from seqrec.data.loading import load_dataset, make_split  # noqa: E402
 from seqrec.eval.evaluator import evaluate  # noqa: E402
-from seqrec.eval.metrics import metric_values  # noqa: E402
-from seqrec.eval.paired import paired_difference  # noqa: E402
+from seqrec.eval.paired import paired_ranks  # noqa: E402
 from seqrec.train.checkpoint import check_same_data, model_from_checkpoint  # noqa: E402
 
 
@@ -74,14 +73,13 @@ def main() -> None:
             res = evaluate(model, split, which, cfg.eval.exclude, cfg.eval.ks, cfg.eval.batch_size,
                            return_ranks=True)
             rows[label][which] = res["metrics"]
-            test_ranks[label] = res["ranks"]
+            if which == "test":
+                test_ranks[label] = res["ranks"]
         print(f"{label}: valid NDCG@10 {rows[label]['valid']['NDCG@10']:.4f}, test NDCG@10 "
               f"{rows[label]['test']['NDCG@10']:.4f} HR@10 {rows[label]['test']['HR@10']:.4f}", flush=True)
     paired = {}
     if against is not None:       # B = the other checkpoint, A = the ensemble: B - A > 0 where it is better
-        paired = {m: paired_difference(*(metric_values(test_ranks[k], kind, 10).numpy()
-                                         for k in ("sum of logits", args.against)))
-                  for m, kind in (("NDCG@10", "NDCG"), ("HR@10", "HR"))}
+        paired = paired_ranks(test_ranks["sum of logits"], test_ranks[args.against])
     out = {"kind": "measurement", "name": args.name,
            "description": f"{len(args.checkpoints)} independently trained {cfg.model.name} models ranked by the sum "
                           f"of their logits, each alone, and the ensemble"

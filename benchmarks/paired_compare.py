@@ -21,7 +21,6 @@ from provenance import provenance, write_result  # noqa: E402
 
 from seqrec.cli import compare_checkpoints  # noqa: E402
 from seqrec.errors import SeqrecError  # noqa: E402
-from seqrec.train.checkpoint import load_checkpoint  # noqa: E402
 
 
 def main() -> int:
@@ -38,8 +37,6 @@ def main() -> int:
     torch.set_num_threads(1)
     t0 = time.time()
     try:
-        epochs = {key: load_checkpoint(path).get("epoch") for key, path in (("a", args.checkpoint_a),
-                                                                           ("b", args.checkpoint_b))}
         out = compare_checkpoints(args.checkpoint_a, args.checkpoint_b, args.split,
                                   args.metrics or ["NDCG@10", "HR@10", "NDCG@20", "HR@20"],
                                   resamples=args.resamples, seed=args.seed)
@@ -54,7 +51,7 @@ def main() -> int:
                              f"paired t statistic. Test-set noise only, not the spread between training runs.",
               "summary": {m: {"A": v["a"], "B": v["b"], "B - A": v["difference"], "interval low": v["ci_low"],
                               "interval high": v["ci_high"], "p": v["p_value"]} for m, v in c.items()},
-              "epochs": epochs, **out, "seconds": time.time() - t0, **provenance(threads=1)}
+              **out, "seconds": time.time() - t0, **provenance(threads=1)}
     write_result(result)
     return 0
 

@@ -167,10 +167,11 @@ def compare_checkpoints(path_a, path_b, split: str = "test", metrics=("NDCG@10",
     from seqrec.config import apply_overrides, config_from_dict
     from seqrec.data.loading import load_dataset, make_split
     from seqrec.eval.evaluator import evaluate
-    from seqrec.eval.metrics import metric_values, parse_metric_name
-    from seqrec.eval.paired import paired_difference
+    from seqrec.eval.metrics import parse_metric_name
+    from seqrec.eval.paired import paired_ranks
     from seqrec.train.checkpoint import check_same_data, model_from_checkpoint
-    parsed = {m: parse_metric_name(m, "--metric") for m in metrics}           # before anything is loaded
+    for m in metrics:                                                           # before anything is loaded
+        parse_metric_name(m, "--metric")
     if split not in ("valid", "test"):
         raise SeqrecError(f"--split: expected valid or test, got {split!r}")
     if exclude not in (None, "none", "window", "history"):
@@ -207,11 +208,9 @@ def compare_checkpoints(path_a, path_b, split: str = "test", metrics=("NDCG@10",
         res = evaluate(model, sp, split, exclude, cfg.eval.ks, cfg.eval.batch_size, return_ranks=True,
                        item_chunk=cfg.eval.item_chunk)
         ranks.append(res["ranks"])
-    comparisons = {}
-    for name, (kind, k) in parsed.items():
-        a, b = (metric_values(r, kind, k).numpy() for r in ranks)
-        comparisons[name] = paired_difference(a, b, resamples=resamples, seed=seed, level=level)
+    comparisons = paired_ranks(*ranks, dict.fromkeys(metrics), resamples=resamples, seed=seed, level=level)
     return {"a": str(path_a), "b": str(path_b), "model_a": cfg_a.model.name, "model_b": cfg_b.model.name,
+            "epochs": {"a": runs[0][3].get("epoch"), "b": runs[1][3].get("epoch")},
             "dataset": data.name, "split": split, "exclude": exclude, "users": len(ranks[0]),
             "protocol": {**splits[0].protocol, "ranking": "full", "exclude": exclude},
             "comparisons": comparisons}

@@ -57,6 +57,18 @@ def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, see
     return out
 
 
+def paired_ranks(ranks_a, ranks_b, metrics=("NDCG@10", "HR@10"), **kwargs) -> dict:
+    """{metric: paired_difference} of two models' 0-based target ranks of the same users (in the same order), for
+    each metric name (HR@K, NDCG@K, MRR@K); kwargs go to paired_difference (resamples, seed, level)."""
+    from seqrec.eval.metrics import metric_values, parse_metric_name
+    out = {}
+    for name in metrics:
+        kind, k = parse_metric_name(name)
+        out[name] = paired_difference(metric_values(ranks_a, kind, k).numpy(), metric_values(ranks_b, kind, k).numpy(),
+                                      **kwargs)
+    return out
+
+
 def bootstrap_means(d: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     """Means of `resamples` resamples of d with replacement: resample r takes the r-th n indices that a
     np.random.default_rng(seed) draws (so drawing in chunks gives the same means as one resample at a time)."""
